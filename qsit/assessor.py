@@ -1,0 +1,348 @@
+"""The Assessor: one object for everything downstream of a checkpoint.
+
+It owns image loading, chat templating, the level-token look-up and the
+scoring maths. The CLI, the UI, the evals and the server call it and never
+re-implement any of those.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qsit import levels as L
+from qsit.images import LoadedImage, load_image
+from qsit.prompts import DEFAULT_PRESET, PromptPreset, ScoringPrompt, get_preset, text_turn, user_turn
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A level-based score with the metadata needed to read it."""
+
+    image: str
+    score: float
+    """Expected level value, Σ p_i·i, on 1 (bad) .. 5 (excellent); higher is better."""
+    level: str
+    """The most likely level."""
+    probabilities: dict[str, float]
+    """Closed-set probabilities of the five levels, low → high (canonical level names)."""
+    spread: float
+    """Standard deviation of the predicted opinion distribution, in level units."""
+    task: str = "quality"
+    notes: tuple[str, ...] = ()
+    score_range: tuple[float, float] = L.SCORE_RANGE
+    higher_is_better: bool = True
+
+    @property
+    def score_unit(self) -> float:
+        """The score on 0..1 (Q-SiT's published scripts report this)."""
+        return float(L.to_unit_interval(self.score))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        d["score_range"] = list(self.score_range)
+        return d
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The joint result: a score and an explanation of the same image, by the same model."""
+
+    image: str
+    score: float
+    level: str
+    probabilities: dict[str, float]
+    spread: float
+    explanation: str
+    model: str
+    prompt_version: str
+    task: str = "quality"
+    notes: tuple[str, ...] = ()
+    score_range: tuple[float, float] = L.SCORE_RANGE
+    higher_is_better: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        d["score_range"] = list(self.score_range)
+        return d
+
+
+def default_device_and_dtype(device=None, dtype=None):
+    """CUDA + bf16 when a GPU is present, else CPU + fp32; explicit arguments win."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif isinstance(dtype, str):
+        try:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype) or getattr(
+                torch, dtype
+            )
+        except AttributeError:
+            raise ValueError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32") from None
+    return device, dtype
+
+
+def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
+    """The vocabulary id the model emits first for each level word right after the answer prefix.
+
+    The word is tokenised in context (prefix + separator + word) so casing and
+    the leading space come out as the model would produce them. When the
+    prefix ends in whitespace that whitespace stays its own token (Q-SiT's
+    script: "...is " then "Excellent"), so the bare word's first token is used.
+    """
+    prefix_ids = tokenizer(prompt.answer_prefix, add_special_tokens=False)["input_ids"]
+    ends_in_space = prompt.answer_prefix[-1:].isspace()
+    ids, pieces = [], []
+    for word in prompt.level_words:
+        full = tokenizer(
+            prompt.answer_prefix + ("" if ends_in_space else " ") + word, add_special_tokens=False
+        )["input_ids"]
+        if full[: len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
+            token_id = full[len(prefix_ids)]
+        else:
+            token_id = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+        ids.append(token_id)
+        pieces.append(tokenizer.convert_ids_to_tokens(token_id))
+    if len(set(ids)) != len(ids):
+        shown = ", ".join(f"{w!r}→{p!r}({i})" for w, p, i in zip(prompt.level_words, pieces, ids, strict=True))
+        raise ModelLoadError(
+            "the level words do not start with distinct tokens in this tokenizer, so their "
+            f"probabilities cannot be told apart: {shown}"
+        )
+    return ids
+
+
+class Assessor:
+    """Scores and explains image quality with a LLaVA-OneVision-format checkpoint.
+
+    >>> a = Assessor.from_pretrained("path/to/checkpoint")        # doctest: +SKIP
+    >>> a.score(["photo.jpg"])[0].score                            # doctest: +SKIP
+    3.91
+    >>> print(a.assess("photo.jpg").explanation)                   # doctest: +SKIP
+    """
+
+    def __init__(self, model, processor, preset: str | PromptPreset = DEFAULT_PRESET, model_id: str = "",
+                 max_pixels: int | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.model_id = model_id or getattr(model.config, "_name_or_path", "") or "<in-memory model>"
+        self.max_pixels = max_pixels
+        # Resolved for every task at load, so a tokenizer that cannot tell the
+        # levels apart fails here and not in the middle of a scoring run.
+        self.level_token_ids = {
+            task: resolve_level_token_ids(self.tokenizer, self.preset.scoring_prompt(task))
+            for task in self.preset.tasks
+        }
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device=None, dtype=None,
+                        preset: str | PromptPreset = DEFAULT_PRESET, trust_remote_code: bool = False,
+                        max_pixels: int | None = None) -> Assessor:
+        """Load a local checkpoint directory or a hub id through the real transformers classes."""
+        from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+        name = os.fspath(name_or_path)
+        device, dtype = default_device_and_dtype(device, dtype)
+        where = "local directory" if Path(name).is_dir() else "hub id (no local directory of that name)"
+        try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load model {name!r} as a {where}: {_first_line(e)}") from None
+        if config.model_type != "llava_onevision":
+            raise ModelLoadError(
+                f"model {name!r} is a {config.model_type!r} checkpoint; qsit needs a LLaVA-OneVision one "
+                "(model_type 'llava_onevision')"
+            )
+        try:
+            processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                name, dtype=dtype, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load model {name!r}: {_first_line(e)}") from None
+        return cls(model.to(device), processor, preset=preset, model_id=name, max_pixels=max_pixels)
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def dtype(self):
+        return self.model.dtype
+
+    # ------------------------------------------------------------------ inputs
+    def load(self, image, name: str | None = None) -> LoadedImage:
+        """Load one image the way every Assessor method does (see ``qsit.images.load_image``)."""
+        if isinstance(image, LoadedImage):
+            return image
+        return load_image(image, name=name, max_pixels=self.max_pixels)
+
+    def _prompt(self, messages: list[dict], answer_prefix: str = "") -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True) + answer_prefix
+
+    def _encode(self, texts: list[str], images: list[LoadedImage]):
+        inputs = self.processor(
+            images=[im.image for im in images], text=texts, return_tensors="pt", padding=True,
+            padding_side="left",
+        )
+        return inputs.to(self.device, dtype=self.dtype) if self.dtype is not None else inputs.to(self.device)
+
+    # ------------------------------------------------------------------ scoring
+    def level_logits(self, images: Sequence, task: str = "quality") -> np.ndarray:
+        """Logits of the level tokens right after the answer prefix: shape (len(images), n_levels).
+
+        One forward pass for the whole list, no ``generate``: with left padding
+        the last position is the prefix's last token in every row, and only
+        that position's logits are computed (``logits_to_keep=1``).
+        """
+        import torch
+
+        prompt = self.preset.scoring_prompt(task)
+        loaded = [self.load(im) for im in images]
+        if not loaded:
+            return np.zeros((0, len(prompt.level_words)))
+        text = self._prompt([user_turn(prompt.question)], prompt.answer_prefix)
+        inputs = self._encode([text] * len(loaded), loaded)
+        mask = inputs["attention_mask"]
+        # Positions counted from each row's first real token, so a left-padded
+        # row sees the same rotary positions as it would alone.
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(**inputs, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+        last = out.logits[:, -1, :]
+        ids = torch.tensor(self.level_token_ids[task], device=last.device)
+        return last.index_select(-1, ids).float().cpu().numpy().astype(np.float64)
+
+    def score(self, images: Iterable, task: str = "quality", batch_size: int = 8,
+              progress: bool = False) -> list[ScoreResult]:
+        """Score images (paths, bytes, PIL images): one result per image, in order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        loaded = [self.load(im) for im in images]
+        results: list[ScoreResult] = []
+        for batch in _batches(loaded, batch_size, progress, desc=f"scoring {task}"):
+            logits = self.level_logits(batch, task)
+            results.extend(self._results(batch, logits, task))
+        return results
+
+    def _results(self, batch: list[LoadedImage], logits: np.ndarray, task: str) -> list[ScoreResult]:
+        probs = L.level_probabilities(logits)
+        scores = probs @ L.default_weights(probs.shape[-1])
+        spreads = L.opinion_spread(probs)
+        names = L.LEVELS  # canonical names, whatever casing the preset's words use
+        return [
+            ScoreResult(
+                image=im.name,
+                score=float(s),
+                level=names[int(np.argmax(p))],
+                probabilities={n: float(x) for n, x in zip(names, p, strict=True)},
+                spread=float(sd),
+                task=task,
+                notes=im.notes,
+            )
+            for im, p, s, sd in zip(batch, probs, scores, np.atleast_1d(spreads), strict=True)
+        ]
+
+    # ------------------------------------------------------------------ interpreting
+    def explain(self, image, question: str | None = None, max_new_tokens: int = 256,
+                do_sample: bool = False, **generate_kwargs) -> str:
+        """A free-text answer about the image's quality (greedy by default)."""
+        q = question or self.preset.describe_question
+        return self.chat(image, [{"role": "user", "content": q}], max_new_tokens=max_new_tokens,
+                         do_sample=do_sample, **generate_kwargs)
+
+    def chat(self, image, history: Sequence[dict], max_new_tokens: int = 256, do_sample: bool = False,
+             streamer=None, **generate_kwargs) -> str:
+        """Answer the last user turn of ``history`` (role/content dicts); the image goes with the first."""
+        import torch
+
+        loaded = self.load(image)
+        messages = _chat_messages(history)
+        inputs = self._encode([self._prompt(messages)], [loaded])
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, streamer=streamer,
+                pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs,
+            )
+        new_tokens = out[0, inputs["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def stream_chat(self, image, history: Sequence[dict], max_new_tokens: int = 256,
+                    **generate_kwargs) -> Iterator[str]:
+        """Like ``chat`` but yields text pieces as they are generated."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        worker = threading.Thread(
+            target=self.chat, args=(image, history),
+            kwargs=dict(max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs), daemon=True,
+        )
+        worker.start()
+        yield from streamer
+        worker.join()
+
+    # ------------------------------------------------------------------ joint
+    def assess(self, image, task: str = "quality", question: str | None = None,
+               max_new_tokens: int = 256) -> Assessment:
+        """Score and explain one image: the joint result reports, the UI and the server show."""
+        loaded = self.load(image)
+        result = self.score([loaded], task=task)[0]
+        explanation = self.explain(loaded, question=question, max_new_tokens=max_new_tokens)
+        return Assessment(
+            image=result.image, score=result.score, level=result.level,
+            probabilities=result.probabilities, spread=result.spread, explanation=explanation,
+            model=self.model_id, prompt_version=self.preset.version, task=task, notes=result.notes,
+        )
+
+
+def _chat_messages(history: Sequence[dict]) -> list[dict]:
+    if not history or history[-1].get("role") != "user":
+        raise ValueError("chat history must end with a user turn")
+    messages = []
+    for i, turn in enumerate(history):
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            raise ValueError(f"history turn {i} needs role 'user' or 'assistant' and text content, got {turn!r}")
+        first_user = role == "user" and not any(m["role"] == "user" for m in messages)
+        messages.append(user_turn(content, with_image=True) if first_user else text_turn(role, content))
+    return messages
+
+
+def _batches(items: list, size: int, progress: bool, desc: str):
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit="img")
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk))
+        bar.close()
+    else:
+        yield from chunks
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

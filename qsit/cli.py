@@ -1,0 +1,230 @@
+"""The ``qsit`` command: one entry point, one subcommand per job.
+
+User mistakes (a missing file, a bad image, an unknown model) end in a
+one-line ``qsit: error: ...`` and a non-zero exit, never a traceback; set
+QSIT_DEBUG=1 to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+from qsit.levels import LEVELS
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "qsit-tiny"
+MODEL_ENV = "QSIT_MODEL"
+
+
+class CLIError(Exception):
+    """A problem to report to the user in one line."""
+
+
+# ---------------------------------------------------------------- model choice
+def resolve_model(name: str | None) -> str:
+    """--model, else $QSIT_MODEL, else the embedded default model, else a clear error."""
+    if name:
+        return name
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return str(DEFAULT_MODEL_DIR)
+    raise CLIError(
+        "no model given and the embedded default model (qsit-tiny) is not installed; pass --model "
+        f"DIR_OR_HUB_ID (any LLaVA-OneVision checkpoint) or set {MODEL_ENV}. "
+        "`qsit make-tiny DIR` builds a random-weight test checkpoint."
+    )
+
+
+def load_assessor(args):
+    from qsit.assessor import Assessor
+
+    model = resolve_model(args.model)
+    print(f"qsit: loading {model} ...", file=sys.stderr)
+    return Assessor.from_pretrained(
+        model, device=args.device, dtype=args.dtype, preset=args.preset,
+        trust_remote_code=args.trust_remote_code, max_pixels=args.max_pixels,
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from qsit.prompts import DEFAULT_PRESET, PRESETS
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"checkpoint directory or hub id (default: ${MODEL_ENV}, then the embedded model)")
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="prompt preset")
+    g.add_argument("--task", default="quality", help="scoring task of the preset (quality, aesthetics)")
+    g.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--dtype", help="bfloat16, float16 or float32 (default: bf16 on GPU, fp32 on CPU)")
+    g.add_argument("--max-pixels", type=int, help="refuse images larger than this (default: Pillow's limit)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
+
+
+# ---------------------------------------------------------------- assess
+def cmd_assess(args) -> int:
+    from evals.report import render
+    from qsit.images import ImageLoadError, find_images
+
+    paths, problems = find_images(args.images)
+    for problem in problems:
+        print(f"qsit: error: {problem}", file=sys.stderr)
+    if not paths:
+        raise CLIError("no images to assess")
+    assessor = load_assessor(args)
+    assessments, thumbs, failed = [], [], len(problems)
+    for path in paths:
+        try:
+            loaded = assessor.load(path)
+        except ImageLoadError as e:
+            print(f"qsit: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        for note in loaded.notes:
+            print(f"qsit: note: {loaded.name}: {note}", file=sys.stderr)
+        assessments.append(
+            assessor.assess(loaded, task=args.task, question=args.question, max_new_tokens=args.max_new_tokens)
+        )
+        thumbs.append(loaded.image)
+    if assessments:
+        text = render(assessments, args.format, thumbnails=thumbs)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"qsit: wrote {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- score
+SCORE_COLUMNS = ["path", "score", "level", *[f"p_{level}" for level in LEVELS], "spread", "notes", "error"]
+
+
+def read_done(out: Path) -> set[str]:
+    """Paths already in a scores CSV (rows with an error included: rerunning would fail the same way)."""
+    if not out.exists() or out.stat().st_size == 0:
+        return set()
+    with open(out, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != SCORE_COLUMNS:
+            raise CLIError(f"{out} exists but is not a qsit scores file (columns {reader.fieldnames}); "
+                           "choose another --out")
+        return {row["path"] for row in reader}
+
+
+def cmd_score(args) -> int:
+    from tqdm.auto import tqdm
+
+    from qsit.images import ImageLoadError, find_images
+
+    paths, problems = find_images(args.paths)
+    for problem in problems:
+        print(f"qsit: error: {problem}", file=sys.stderr)
+    if not paths:
+        raise CLIError("no images to score")
+    out = Path(args.out)
+    done = read_done(out)
+    todo = [p for p in paths if str(p) not in done]
+    if done:
+        print(f"qsit: {len(paths) - len(todo)} of {len(paths)} images already in {out}; scoring the rest",
+              file=sys.stderr)
+    if not todo:
+        return 0
+    assessor = load_assessor(args)
+    new_file = not out.exists() or out.stat().st_size == 0
+    n_errors = 0
+    with open(out, "a", newline="", encoding="utf-8") as f, tqdm(total=len(todo), unit="img", desc="scoring") as bar:
+        writer = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for start in range(0, len(todo), args.batch_size):
+            rows, loaded = {}, []
+            for path in todo[start:start + args.batch_size]:
+                try:
+                    loaded.append(assessor.load(path, name=str(path)))
+                except ImageLoadError as e:
+                    rows[str(path)] = {"path": str(path), "error": str(e)}
+                    n_errors += 1
+            for r in assessor.score(loaded, task=args.task, batch_size=args.batch_size):
+                rows[r.image] = {
+                    "path": r.image, "score": f"{r.score:.6f}", "level": r.level,
+                    **{f"p_{k}": f"{v:.6f}" for k, v in r.probabilities.items()},
+                    "spread": f"{r.spread:.6f}", "notes": "; ".join(r.notes), "error": "",
+                }
+            for path in todo[start:start + args.batch_size]:
+                writer.writerow(rows[str(path)])
+            f.flush()  # a crash or Ctrl-C loses at most the batch in flight
+            bar.update(len(rows))
+    print(f"qsit: scored {len(todo) - n_errors} images, {n_errors} unreadable; results in {out}", file=sys.stderr)
+    return 1 if n_errors or problems else 0
+
+
+# ---------------------------------------------------------------- make-tiny
+def cmd_make_tiny(args) -> int:
+    from qsit.tiny import TinyConfig, build_tiny_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise CLIError(f"{out} is not empty; pass --force to overwrite")
+    build_tiny_checkpoint(out, TinyConfig(seed=args.seed))
+    print(f"qsit: wrote a random-weight tiny LLaVA-OneVision checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from evals.report import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="qsit", description="Score image quality and explain it with one multimodal model."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("assess", help="joint score + explanation report for images")
+    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.add_argument("--out", help="write the report here instead of standard output")
+    p.add_argument("--question", help="ask this instead of the preset's description question")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_assess)
+
+    p = sub.add_parser("score", help="batch-score images into a CSV (resumable)")
+    p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--out", required=True, help="CSV file; images already in it are skipped")
+    p.add_argument("--batch-size", type=int, default=8)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("make-tiny", help="build a random-weight tiny checkpoint (for tests and demos)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty directory")
+    p.set_defaults(func=cmd_make_tiny)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print("qsit: error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    from qsit.assessor import ModelLoadError
+    from qsit.images import ImageLoadError
+
+    try:
+        return args.func(args)
+    except (CLIError, ModelLoadError, ImageLoadError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("QSIT_DEBUG"):
+            raise
+        print(f"qsit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qsit: interrupted; finished work is saved (rerun to resume where supported)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
