@@ -58,11 +58,10 @@ def scores_to_levels(
         raise ValueError(
             f"{int(bad.sum())} score(s) are NaN or infinite (first at position {first}: {values[first]})"
         )
-    if low is None or high is None:
-        if np.unique(values).size < 2:
-            raise ValueError(
-                "need at least two distinct scores to derive the range; pass low/high for the nominal range"
-            )
+    if (low is None or high is None) and np.unique(values).size < 2:
+        raise ValueError(
+            "need at least two distinct scores to derive the range; pass low/high for the nominal range"
+        )
     low = float(values.min()) if low is None else float(low)
     high = float(values.max()) if high is None else float(high)
     thresholds = level_thresholds(low, high, len(levels))
