@@ -1,0 +1,128 @@
+"""The Assessor on a tiny LLaVA-OneVision checkpoint of the real classes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from qsit.assessor import Assessor, ModelLoadError, resolve_level_token_ids
+from qsit.levels import LEVELS
+from qsit.prompts import ScoringPrompt
+from qsit.reference import reference_level_logits
+from tests.conftest import noise_image
+
+# Sizes chosen to give different anyres grids, hence different token counts per row.
+SIZES = [(40, 70), (100, 50), (64, 64), (300, 200), (33, 90), (128, 400)]
+
+
+def images():
+    return [noise_image(h, w, seed=i) for i, (h, w) in enumerate(SIZES)]
+
+
+def test_level_tokens_are_the_first_subtoken_after_the_prefix(assessor):
+    tok = assessor.tokenizer
+    ids = assessor.level_token_ids["quality"]
+    assert len(set(ids)) == 5
+    prefix = tok("The quality of the image is", add_special_tokens=False)["input_ids"]
+    for word, tid in zip(LEVELS, ids, strict=True):
+        full = tok(f"The quality of the image is {word}", add_special_tokens=False)["input_ids"]
+        assert full[: len(prefix)] == prefix and full[len(prefix)] == tid
+        assert tok.convert_ids_to_tokens(tid).lstrip("Ġ").startswith(word[:1])
+
+
+def test_official_preset_uses_bare_capitalised_tokens_like_the_script(tiny_checkpoint):
+    a = Assessor.from_pretrained(tiny_checkpoint, preset="qsit-official")
+    # The published script: ids_ = [id_[0] for id_ in tokenizer(["Excellent", ...])["input_ids"]].
+    script = [a.tokenizer(w)["input_ids"][0] for w in ["Bad", "Poor", "Fair", "Good", "Excellent"]]
+    assert a.level_token_ids["quality"] == script
+
+
+def test_indistinct_level_tokens_fail_with_their_names(assessor):
+    clash = ScoringPrompt(question="q", answer_prefix="The quality of the image is",
+                          level_words=("zzq1", "zzq2", "zzq3", "zzq4", "zzq5"))
+    with pytest.raises(ModelLoadError, match="distinct tokens.*'zzq1'"):
+        resolve_level_token_ids(assessor.tokenizer, clash)
+
+
+def test_score_result_is_consistent(assessor):
+    (r,) = assessor.score([noise_image(50, 80)])
+    p = np.array([r.probabilities[w] for w in LEVELS])
+    assert list(r.probabilities) == list(LEVELS)
+    assert p.sum() == pytest.approx(1.0, abs=1e-9)
+    assert r.score == pytest.approx(float(p @ np.arange(1, 6)), abs=1e-9)
+    assert r.level == LEVELS[int(p.argmax())]
+    assert r.spread == pytest.approx(float(np.sqrt(p @ (np.arange(1, 6) - r.score) ** 2)), abs=1e-9)
+    assert 1 <= r.score <= 5 and r.score_range == (1.0, 5.0) and r.higher_is_better
+    assert json.loads(json.dumps(r.to_dict()))["score"] == r.score
+
+
+def test_batched_scoring_equals_one_by_one(assessor):
+    ims = images()
+    batched = assessor.score(ims, batch_size=len(ims))
+    single = [assessor.score([im])[0] for im in ims]
+    for b, s in zip(batched, single, strict=True):
+        assert b.score == pytest.approx(s.score, abs=1e-5)
+        for w in LEVELS:
+            assert b.probabilities[w] == pytest.approx(s.probabilities[w], abs=1e-5)
+    # A random model still tells these images apart, so the check above is not vacuous.
+    assert np.ptp([r.score for r in single]) > 1e-3
+
+
+def test_one_forward_pass_matches_the_published_generate_loop(tiny_checkpoint):
+    a = Assessor.from_pretrained(tiny_checkpoint, preset="qsit-official")
+    ims = images()
+    ours = a.level_logits(ims)
+    for row, im in zip(ours, ims, strict=True):
+        np.testing.assert_allclose(row, reference_level_logits(a, im), atol=1e-4)
+
+
+def test_batch_size_does_not_change_results(assessor):
+    ims = images()
+    a = [r.score for r in assessor.score(ims, batch_size=1)]
+    b = [r.score for r in assessor.score(ims, batch_size=4)]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        assessor.score(ims, batch_size=0)
+
+
+def test_aesthetics_task_uses_its_own_prompt(assessor):
+    im = noise_image(60, 60)
+    q = assessor.score([im], task="quality")[0]
+    a = assessor.score([im], task="aesthetics")[0]
+    assert a.task == "aesthetics" and q.score != a.score
+    with pytest.raises(ValueError, match="no scoring task 'sharpness'"):
+        assessor.score([im], task="sharpness")
+
+
+def test_explain_chat_and_assess(assessor, photo):
+    text = assessor.explain(photo, max_new_tokens=6)
+    assert isinstance(text, str)
+    reply = assessor.chat(photo, [
+        {"role": "user", "content": "Describe the quality."},
+        {"role": "assistant", "content": text or "It is fine."},
+        {"role": "user", "content": "Is it blurry?"},
+    ], max_new_tokens=4)
+    assert isinstance(reply, str)
+    streamed = "".join(assessor.stream_chat(photo, [{"role": "user", "content": "Is it blurry?"}], max_new_tokens=4))
+    assert streamed.strip() == reply
+    result = assessor.assess(photo, max_new_tokens=6)
+    assert result.explanation == text
+    assert result.score == pytest.approx(assessor.score([photo])[0].score, abs=1e-9)
+    assert result.prompt_version == "qsit-1" and result.model.endswith("ckpt")
+
+
+def test_chat_history_is_validated(assessor, photo):
+    with pytest.raises(ValueError, match="end with a user turn"):
+        assessor.chat(photo, [])
+    with pytest.raises(ValueError, match="role 'user' or 'assistant'"):
+        assessor.chat(photo, [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}])
+
+
+def test_loading_errors_name_the_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="no-such-dir"):
+        Assessor.from_pretrained(tmp_path / "no-such-dir")
+    from transformers import Qwen2Config
+
+    Qwen2Config(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="'qwen2' checkpoint"):
+        Assessor.from_pretrained(tmp_path)
