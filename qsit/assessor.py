@@ -214,14 +214,19 @@ class Assessor:
         the last position is the prefix's last token in every row, and only
         that position's logits are computed (``logits_to_keep=1``).
         """
-        import torch
-
-        prompt = self.preset.scoring_prompt(task)
         loaded = [self.load(im) for im in images]
         if not loaded:
-            return np.zeros((0, len(prompt.level_words)))
+            return np.zeros((0, len(self.preset.scoring_prompt(task).level_words)))
+        return self._forward_level_logits(self._encode_scoring(loaded, task), task)
+
+    def _encode_scoring(self, loaded: list[LoadedImage], task: str):
+        prompt = self.preset.scoring_prompt(task)
         text = self._prompt([user_turn(prompt.question)], prompt.answer_prefix)
-        inputs = self._encode([text] * len(loaded), loaded)
+        return self._encode([text] * len(loaded), loaded)
+
+    def _forward_level_logits(self, inputs, task: str) -> np.ndarray:
+        import torch
+
         mask = inputs["attention_mask"]
         # Positions counted from each row's first real token, so a left-padded
         # row sees the same rotary positions as it would alone.
@@ -235,13 +240,29 @@ class Assessor:
     def score(self, images: Iterable, task: str = "quality", batch_size: int = 8,
               progress: bool = False) -> list[ScoreResult]:
         """Score images (paths, bytes, PIL images): one result per image, in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.preset.scoring_prompt(task)  # an unknown task fails before any work
+        from tqdm.auto import tqdm
+
         loaded = [self.load(im) for im in images]
+        batches = [loaded[i:i + batch_size] for i in range(0, len(loaded), batch_size)]
         results: list[ScoreResult] = []
-        for batch in _batches(loaded, batch_size, progress, desc=f"scoring {task}"):
-            logits = self.level_logits(batch, task)
-            results.extend(self._results(batch, logits, task))
+        # The processor (anyres resizing, tiling) prepares batch i+1 on a
+        # worker thread while the model runs batch i.
+        with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
+            total=len(loaded), desc=f"scoring {task}", unit="img", disable=not progress
+        ) as bar:
+            pending = pool.submit(self._encode_scoring, batches[0], task) if batches else None
+            for i, batch in enumerate(batches):
+                inputs = pending.result()
+                if i + 1 < len(batches):
+                    pending = pool.submit(self._encode_scoring, batches[i + 1], task)
+                logits = self._forward_level_logits(inputs, task)
+                results.extend(self._results(batch, logits, task))
+                bar.update(len(batch))
         return results
 
     def _results(self, batch: list[LoadedImage], logits: np.ndarray, task: str) -> list[ScoreResult]:
@@ -327,20 +348,6 @@ def _chat_messages(history: Sequence[dict]) -> list[dict]:
         first_user = role == "user" and not any(m["role"] == "user" for m in messages)
         messages.append(user_turn(content, with_image=True) if first_user else text_turn(role, content))
     return messages
-
-
-def _batches(items: list, size: int, progress: bool, desc: str):
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc=desc, unit="img")
-        for chunk in chunks:
-            yield chunk
-            bar.update(len(chunk))
-        bar.close()
-    else:
-        yield from chunks
 
 
 def _first_line(e: Exception) -> str:
