@@ -1,0 +1,1 @@
+"""Evaluations: IQA correlations, LLVisionQA, LLDescribe, and joint score + explanation reports."""

@@ -314,14 +314,24 @@ class Assessor:
 
         from transformers import TextIteratorStreamer
 
+        loaded = self.load(image)  # a bad image fails here, not inside the worker
+        _chat_messages(history)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        worker = threading.Thread(
-            target=self.chat, args=(image, history),
-            kwargs=dict(max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs), daemon=True,
-        )
+        failure: list[BaseException] = []
+
+        def work():
+            try:
+                self.chat(loaded, history, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
+            except BaseException as e:  # re-raised in the caller's thread below
+                failure.append(e)
+                streamer.end()  # otherwise the consumer would wait forever
+
+        worker = threading.Thread(target=work, daemon=True)
         worker.start()
         yield from streamer
         worker.join()
+        if failure:
+            raise failure[0]
 
     # ------------------------------------------------------------------ joint
     def assess(self, image, task: str = "quality", question: str | None = None,

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import noise_image
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,12 +29,6 @@ def assessor(tiny_checkpoint):
     from qsit.assessor import Assessor
 
     return Assessor.from_pretrained(tiny_checkpoint)
-
-
-def noise_image(h, w, seed=0, mode="RGB"):
-    rng = np.random.default_rng(seed)
-    arr = (rng.random((h, w, 3)) * 255).astype(np.uint8)
-    return Image.fromarray(arr, "RGB").convert(mode)
 
 
 @pytest.fixture

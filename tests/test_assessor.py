@@ -9,7 +9,7 @@ from qsit.assessor import Assessor, ModelLoadError, resolve_level_token_ids
 from qsit.levels import LEVELS
 from qsit.prompts import ScoringPrompt
 from qsit.reference import reference_level_logits
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 
 # Sizes chosen to give different anyres grids, hence different token counts per row.
 SIZES = [(40, 70), (100, 50), (64, 64), (300, 200), (33, 90), (128, 400)]
@@ -126,3 +126,9 @@ def test_loading_errors_name_the_model(tmp_path):
     Qwen2Config(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="'qwen2' checkpoint"):
         Assessor.from_pretrained(tmp_path)
+
+
+def test_stream_chat_surfaces_generation_errors(assessor, photo):
+    # An invalid generate argument fails inside the worker thread; the caller must see it, not hang.
+    with pytest.raises(ValueError):
+        list(assessor.stream_chat(photo, [{"role": "user", "content": "Is it blurry?"}], max_new_tokens=-3))
