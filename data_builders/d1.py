@@ -288,7 +288,7 @@ def build_d1(
         if paraphrases:
             question = f"{QSIT_PREFIX_SENTENCE} {rng.choice(QUESTION_PARAPHRASES)}"
         records.append(Record(
-            id=f"{source}/{r.image}", kind="scoring", images=[f"{prefix}/{r.image}"],
+            id=f"{source}/{r.image}", kind="scoring", images=[f"{prefix}/{r.image}" if prefix else r.image],
             messages=[{"role": "user", "content": f"{IMAGE_MARKER}\n{question}"},
                       {"role": "assistant", "content": prompt.answer(LEVELS.index(level))}],
             source=source, split=split[r.image],

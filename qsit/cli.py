@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_score)
 
+    from data_builders.cli import add_build_parser
+
+    add_build_parser(sub)
+
     p = sub.add_parser("make-tiny", help="build a random-weight tiny checkpoint (for tests and demos)")
     p.add_argument("out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
@@ -213,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from qsit.assessor import ModelLoadError
     from qsit.images import ImageLoadError
+    from qsit.records import RecordError
 
     try:
         return args.func(args)
-    except (CLIError, ModelLoadError, ImageLoadError, ValueError, FileNotFoundError) as e:
+    except (CLIError, ModelLoadError, ImageLoadError, RecordError, ValueError, FileNotFoundError) as e:
         if os.environ.get("QSIT_DEBUG"):
             raise
         print(f"qsit: error: {e}", file=sys.stderr)

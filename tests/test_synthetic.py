@@ -1,0 +1,91 @@
+"""The offline corpus: distortions, pseudo-MOS properties, and a small end-to-end build."""
+
+import json
+
+import numpy as np
+import pytest
+
+from data_builders.distortions import DISTORTIONS, REGIONS, apply, region_mask
+from data_builders.synthetic import SyntheticConfig, build_synthetic, pseudo_mos_ladder, similarity
+from qsit.levels import LEVELS
+from qsit.records import iter_jsonl
+
+
+@pytest.fixture(scope="module")
+def photo_array():
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    img = Image.fromarray(load_sample_image("china.jpg")).resize((96, 64))
+    return np.asarray(img, dtype=np.float64) / 255
+
+
+def test_paper_distortions_and_exposure_are_all_there():
+    assert len(DISTORTIONS) == 17
+    for key in ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic", "pixelate", "jpeg",
+                "overexposure", "underexposure"):
+        assert key in DISTORTIONS
+
+
+@pytest.mark.parametrize("key", sorted(DISTORTIONS))
+def test_each_distortion_is_valid_deterministic_and_hurts_more_at_5_than_1(photo_array, key):
+    a = apply(photo_array, key, 1, np.random.default_rng(0))
+    b = apply(photo_array, key, 1, np.random.default_rng(0))
+    z = apply(photo_array, key, 5, np.random.default_rng(0))
+    assert a.shape == photo_array.shape and z.min() >= 0 and z.max() <= 1
+    assert np.array_equal(a, b)
+    assert similarity(photo_array, z) < similarity(photo_array, a) < 1.0
+
+
+def test_regional_distortion_leaves_the_other_side_alone(photo_array):
+    y = apply(photo_array, "gaussian_noise", 5, np.random.default_rng(0), region="left part")
+    w = photo_array.shape[1]
+    assert np.abs(y[:, : w // 3] - photo_array[:, : w // 3]).mean() > 0.05
+    assert np.allclose(y[:, -w // 3:], photo_array[:, -w // 3:])
+    for region in REGIONS:
+        m = region_mask(10, 20, region)
+        assert m.min() == 0 and m.max() == 1
+    with pytest.raises(ValueError, match="unknown distortion 'haze'"):
+        apply(photo_array, "haze", 1, np.random.default_rng(0))
+
+
+def test_pseudo_mos_is_strictly_decreasing_along_severity_even_if_similarity_is_not():
+    ladder = pseudo_mos_ladder([0.95, 0.7, 0.8, 0.6, 0.61])
+    assert all(a > b for a, b in zip([100.0, *ladder], ladder, strict=False))
+    assert ladder[0] == pytest.approx(100 * 0.95**3, abs=1e-3)
+
+
+def test_small_corpus_end_to_end(tmp_path):
+    cfg = SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=2, test_scenes=1, seed=3)
+    manifest = build_synthetic(tmp_path, cfg, progress=False)
+    assert manifest["images"] == (18 + 3) * 6
+    d1 = list(iter_jsonl(tmp_path / "d1" / "records.jsonl"))
+    d2 = list(iter_jsonl(tmp_path / "d2" / "records.jsonl"))
+    d3 = list(iter_jsonl(tmp_path / "d3" / "records.jsonl"))
+    assert {r.kind for r in d1} == {"scoring"} and {r.kind for r in d2} == {"interpreting"}
+    assert {r.kind for r in d3} == {"general"} and not any(r.split == "test" for r in d3)
+    for r in d1[:10]:
+        assert (tmp_path / r.images[0].removeprefix("synthetic/")).is_file()
+    # Held-out photos never reach training; the test sets use only them and the test scenes.
+    test_images = {r.images[0] for r in d1 if r.split == "test"}
+    train_images = {r.images[0] for r in d1 if r.split != "test"}
+    assert not any(k in p for p in train_images for k in ("coffee", "cameraman", "gravel", "dahlia"))
+    iqa = json.loads((tmp_path / "tests" / "iqa.json").read_text())
+    assert {f"synthetic/{x['img_path']}" for x in iqa} == test_images
+    qa = json.loads((tmp_path / "tests" / "llvisionqa.json").read_text())
+    for q in qa:
+        assert q["correct_ans"] in q["candidates"] and q["type"] in (0, 1, 2) and q["concern"] in (0, 1, 2)
+    assert {q["type"] for q in qa} == {0, 1, 2}
+    desc = json.loads((tmp_path / "tests" / "lldescribe.json").read_text())
+    assert desc and all(d["golden_description"].startswith("The image shows") for d in desc)
+    # Scoring answers follow the levels of eq. 1 and the D2 descriptions state the same level.
+    level = {r.images[0]: r.meta["level"] for r in d1}
+    for r in d2:
+        if r.meta.get("task") == "describe":
+            assert r.messages[1]["content"].endswith(f"the quality of the image is {level[r.images[0]]}.")
+    assert set(r.meta["level"] for r in d1) <= set(LEVELS)
+    # Deterministic from the seed.
+    again = tmp_path / "again"
+    build_synthetic(again, cfg, progress=False)
+    assert (again / "d1" / "records.jsonl").read_text() == (tmp_path / "d1" / "records.jsonl").read_text()
