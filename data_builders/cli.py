@@ -42,7 +42,8 @@ def cmd_d1(args) -> int:
         rows, args.source or args.dataset, root, score_range=tuple(args.score_range) if args.score_range else None,
         nominal_range=nominal, split_of=read_split_file(Path(args.split_file)) if args.split_file else None,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction, paraphrases=args.paraphrases,
-        seed=args.seed, known_hashes=known, problems=problems,
+        seed=args.seed, known_hashes=known, problems=problems, verify_images=not args.no_verify_images,
+        progress=True,
     )
     out = write_output(args.out, result.records, {**result.manifest, "args": _args(args)})
     p = result.manifest["conversion_precision"]
@@ -151,6 +152,7 @@ def add_build_parser(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--paraphrases", action="store_true", help="vary the question wording (Q-Align's augmentation)")
     p.add_argument("--against", nargs="*", help="earlier build outputs whose images must not reappear")
+    p.add_argument("--no-verify-images", action="store_true", help="skip decoding each image (faster, riskier)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_d1)
 

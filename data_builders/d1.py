@@ -234,15 +234,25 @@ def build_d1(
     seed: int = 0,
     known_hashes: dict[str, str] | None = None,
     problems: Problems | None = None,
+    verify_images: bool = True,
+    progress: bool = False,
 ) -> D1Result:
-    """Turn MOS rows into scoring records; bad rows land in ``problems`` with file and line."""
+    """Turn MOS rows into scoring records; bad rows land in ``problems`` with file and line.
+
+    ``verify_images`` decodes every image with qsit's loader, so a truncated or
+    corrupt file is reported here rather than met half-way through training.
+    """
+    from tqdm.auto import tqdm
+
+    from qsit.images import ImageLoadError, load_image
+
     problems = problems if problems is not None else Problems()
     prefix = source if image_prefix is None else image_prefix
     check_range = score_range or nominal_range
     seen: set[str] = set()
     good: list[MOSRow] = []
     hashes: dict[str, str] = {}
-    for row in rows:
+    for row in tqdm(rows, desc=f"checking {source} images", unit="img", disable=not progress):
         path = image_root / row.image
         if row.image in seen:
             problems.add(row.where, f"duplicate image {row.image!r} (first row kept)")
@@ -253,6 +263,12 @@ def build_d1(
         if not path.is_file():
             problems.add(row.where, f"image not found: {path}")
             continue
+        if verify_images:
+            try:
+                load_image(path)
+            except ImageLoadError as e:
+                problems.add(row.where, f"unreadable image: {e}")
+                continue
         seen.add(row.image)
         hashes[row.image] = file_sha256(path)
         good.append(row)

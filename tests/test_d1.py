@@ -80,6 +80,8 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path):
     text += f'"{names[4]}",0,0,0,0,0,0,3,0.5,nan\n'     # line 24: NaN
     make_images(tmp_path / "1024x768", ["extra.jpg"], seed=9)
     text += '"extra.jpg",0,0,0,0,0,0,3,0.5,130\n'        # line 25: out of the 0-100 scale
+    (tmp_path / "1024x768" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    text += '"broken.jpg",0,0,0,0,0,0,3,0.5,40\n'        # line 26: unreadable file
     csv_path.write_text(text)
     reader = get_reader("koniq10k")
     rows, problems = reader.read(tmp_path)
@@ -90,6 +92,7 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path):
     assert any(":22: image not found" in x for x in lines)
     assert any(":23: duplicate image" in x for x in lines)
     assert any(":25: score 130.0 outside the scale" in x for x in lines)
+    assert any(":26: unreadable image:" in x and "broken.jpg" in x for x in lines)
     assert len(result.records) == 20
 
 
