@@ -191,7 +191,7 @@ Write JSON with these keys:
 
 
 class LLMUnreachable(BuildError):
-    """The endpoint cannot be reached at all; the run stops (finished items stay cached)."""
+    """The endpoint cannot be used at all; the run stops (finished items stay cached)."""
 
 
 @dataclass
@@ -210,13 +210,11 @@ class LLMQuestionWriter:
     temperature: float = 0.2
 
     def __post_init__(self):
-        from openai import OpenAI
+        from qsit.llm import ChatEndpoint
 
         self.cache_dir = Path(self.cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._client = OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "not-needed",
-                              timeout=self.timeout, max_retries=self.max_retries)
-        self._lock = threading.Lock()
+        self._endpoint = ChatEndpoint(self.base_url, self.model, self.api_key_env, self.timeout, self.max_retries)
 
     def cache_key(self, feedback: str) -> str:
         payload = json.dumps([LLM_PROMPT_VERSION, self.model, self.temperature, feedback], ensure_ascii=False)
@@ -240,7 +238,7 @@ class LLMQuestionWriter:
 
     def write_one(self, feedback: str) -> QualityQA:
         """One item: from the cache, or asked (and re-asked while the reply does not validate)."""
-        import openai
+        from qsit.llm import EndpointUnreachable, RequestFailed
 
         hit = self.cached(feedback)
         if hit is not None:
@@ -248,19 +246,15 @@ class LLMQuestionWriter:
         last = "no reply"
         for _ in range(self.attempts):
             try:
-                reply = self._client.chat.completions.create(
-                    model=self.model, temperature=self.temperature, response_format={"type": "json_object"},
-                    messages=[{"role": "system", "content": LLM_SYSTEM},
-                              {"role": "user", "content": LLM_TEMPLATE.format(feedback=feedback)}],
-                )
-            except openai.APIConnectionError as e:  # timeouts included, after the client's retries
-                raise LLMUnreachable(f"cannot reach the LLM endpoint {self.base_url}: {e}") from None
-            except openai.APIStatusError as e:
-                last = f"HTTP {e.status_code} after retries: {_short(e.message)}"
-                if e.status_code in (401, 403, 404):
-                    raise LLMUnreachable(f"LLM endpoint {self.base_url} refused the request: {last}") from None
+                raw = self._endpoint.complete(
+                    [{"role": "system", "content": LLM_SYSTEM},
+                     {"role": "user", "content": LLM_TEMPLATE.format(feedback=feedback)}],
+                    temperature=self.temperature, json_mode=True)
+            except EndpointUnreachable as e:
+                raise LLMUnreachable(str(e)) from None
+            except RequestFailed as e:
+                last = str(e)
                 continue
-            raw = reply.choices[0].message.content or ""
             try:
                 qa = QualityQA.from_dict(json.loads(raw) | {"description": feedback})
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

@@ -18,16 +18,110 @@ from qsit.levels import LEVELS
 FORMATS = ("json", "markdown", "html")
 
 
-def render(assessments: Sequence, fmt: str = "markdown", thumbnails: Sequence | None = None) -> str:
-    """Render assessments (``qsit.Assessment``) in ``fmt``; ``thumbnails`` are PIL images or None."""
+def render(assessments: Sequence, fmt: str = "markdown", thumbnails: Sequence | None = None,
+           ground_truth: dict[str, float] | None = None, summary: bool | None = None) -> str:
+    """Render assessments (``qsit.Assessment``) in ``fmt``; ``thumbnails`` are PIL images or None.
+
+    With several images (or ``summary=True``) a summary comes first: a table,
+    the score histogram, and — when ``ground_truth`` maps image names to true
+    scores — the predicted-vs-true scatter with its correlations.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
+    with_summary = len(assessments) > 1 if summary is None else summary
+    stats = _gt_stats(assessments, ground_truth) if ground_truth else None
     if fmt == "json":
-        return json.dumps([a.to_dict() for a in assessments], indent=2, ensure_ascii=False) + "\n"
+        payload = [a.to_dict() for a in assessments]
+        if with_summary or stats:
+            return json.dumps({"assessments": payload, "summary": _summary_dict(assessments, stats)}, indent=2,
+                              ensure_ascii=False) + "\n"
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     if fmt == "markdown":
-        return "\n".join(_markdown_one(a) for a in assessments)
+        head = _markdown_summary(assessments, stats) if with_summary or stats else ""
+        return head + "\n".join(_markdown_one(a) for a in assessments)
     thumbs = list(thumbnails) if thumbnails is not None else [None] * len(assessments)
-    return _html_page([_html_one(a, t) for a, t in zip(assessments, thumbs, strict=True)])
+    head = _html_summary(assessments, stats, ground_truth) if with_summary or stats else ""
+    return _html_page([head] + [_html_one(a, t) for a, t in zip(assessments, thumbs, strict=True)])
+
+
+def _gt_stats(assessments, ground_truth: dict[str, float]) -> dict:
+    from evals.iqa import correlations
+
+    pairs = [(a.score, ground_truth[a.image]) for a in assessments if a.image in ground_truth]
+    stats = {"matched": len(pairs), "of": len(assessments)}
+    if len(pairs) >= 3:
+        try:
+            stats.update(correlations([p for p, _ in pairs], [g for _, g in pairs]))
+        except ValueError as e:  # e.g. constant scores: say so in the report instead of failing it
+            stats["error"] = str(e)
+    return stats
+
+
+def _summary_dict(assessments, stats) -> dict:
+    scores = [a.score for a in assessments]
+    counts = {level: sum(a.level == level for a in assessments) for level in LEVELS}
+    out = {"images": len(assessments), "mean_score": sum(scores) / len(scores) if scores else None,
+           "levels": counts}
+    if stats:
+        out["ground_truth"] = stats
+    return out
+
+
+def _stats_line(stats) -> str:
+    if not stats:
+        return ""
+    if "srcc" in stats:
+        return (f"Against ground truth ({stats['matched']} of {stats['of']} images): SRCC {stats['srcc']:.3f}, "
+                f"PLCC {stats['plcc']:.3f}, KRCC {stats['krcc']:.3f}.")
+    return f"Ground truth matched {stats['matched']} of {stats['of']} images; {stats.get('error', 'too few for correlations')}."
+
+
+def _markdown_summary(assessments, stats) -> str:
+    d = _summary_dict(assessments, stats)
+    rows = "\n".join(f"| {a.image} | {a.score:.3f} | {a.level} |" for a in assessments)
+    levels = ", ".join(f"{k} {v}" for k, v in d["levels"].items())
+    return (f"# Image quality report\n\n{d['images']} images, mean score {d['mean_score']:.3f}; levels: {levels}. "
+            f"{_stats_line(stats)}\n\n| image | score | level |\n|---|---|---|\n{rows}\n\n")
+
+
+def _png_data_url(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _html_summary(assessments, stats, ground_truth) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    esc = html.escape
+    scores = [a.score for a in assessments]
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    ax.hist(scores, bins=[1 + 0.25 * i for i in range(17)], color="#4a7bd0")
+    ax.set_xlabel("score (1 bad .. 5 excellent)")
+    ax.set_ylabel("images")
+    fig.tight_layout()
+    plots = f'<img alt="score histogram" src="{_png_data_url(fig)}">'
+    if stats and "srcc" in stats:
+        pairs = [(a.score, ground_truth[a.image]) for a in assessments if a.image in ground_truth]
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.scatter([g for _, g in pairs], [p for p, _ in pairs], s=12, alpha=0.7)
+        ax.set_xlabel("ground truth")
+        ax.set_ylabel("predicted score")
+        ax.set_title(f"SRCC {stats['srcc']:.3f}  PLCC {stats['plcc']:.3f}", fontsize=9)
+        fig.tight_layout()
+        plots += f'<img alt="predicted vs ground truth" src="{_png_data_url(fig)}">'
+    rows = "".join(f"<tr><td>{esc(a.image)}</td><td>{a.score:.3f}</td><td>{esc(a.level)}</td></tr>"
+                   for a in assessments)
+    d = _summary_dict(assessments, stats)
+    return (f'<section class="summary"><p>{d["images"]} images, mean score {d["mean_score"]:.3f}. '
+            f"{esc(_stats_line(stats))}</p><div class=\"row\">{plots}</div>"
+            f"<table><tr><th>image</th><th>score</th><th>level</th></tr>{rows}</table></section>")
 
 
 def _markdown_one(a) -> str:
@@ -94,7 +188,8 @@ def _html_page(sections: list[str]) -> str:
         "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
         ".item{border-bottom:1px solid #ddd;padding:1em 0}.row{display:flex;gap:1.5em;align-items:flex-start}"
         ".row img{max-width:256px;border-radius:4px}.score{font-size:1.2em}.note{color:#a60}"
-        ".meta{color:#777;font-size:.85em}"
+        ".meta{color:#777;font-size:.85em}table{border-collapse:collapse}td,th{padding:2px 8px;"
+        "border-bottom:1px solid #eee;text-align:left}"
     )
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>qsit report</title>'

@@ -96,28 +96,32 @@ def default_device_and_dtype(device=None, dtype=None):
     return device, dtype
 
 
-def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
-    """The vocabulary id the model emits first for each level word right after the answer prefix.
+def continuation_token_ids(tokenizer, prefix: str, words) -> list[int]:
+    """The vocabulary id a model emits first for each word when it continues ``prefix``.
 
     The word is tokenised in context (prefix + separator + word) so casing and
     the leading space come out as the model would produce them. When the
-    prefix ends in whitespace that whitespace stays its own token (Q-SiT's
-    script: "...is " then "Excellent"), so the bare word's first token is used.
+    prefix is empty or ends in whitespace, that whitespace stays its own token
+    (Q-SiT's script: "...is " then "Excellent"), so the bare word's first
+    token is used.
     """
-    prefix_ids = tokenizer(prompt.answer_prefix, add_special_tokens=False)["input_ids"]
-    ends_in_space = prompt.answer_prefix[-1:].isspace()
-    ids, pieces = [], []
-    for word in prompt.level_words:
-        full = tokenizer(
-            prompt.answer_prefix + ("" if ends_in_space else " ") + word, add_special_tokens=False
-        )["input_ids"]
-        if full[: len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
-            token_id = full[len(prefix_ids)]
+    bare = not prefix or prefix[-1].isspace()
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    ids = []
+    for word in words:
+        full = tokenizer(prefix + ("" if bare else " ") + word, add_special_tokens=False)["input_ids"]
+        if prefix_ids and full[: len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
+            ids.append(full[len(prefix_ids)])
         else:
-            token_id = tokenizer(word, add_special_tokens=False)["input_ids"][0]
-        ids.append(token_id)
-        pieces.append(tokenizer.convert_ids_to_tokens(token_id))
+            ids.append(tokenizer(word, add_special_tokens=False)["input_ids"][0])
+    return ids
+
+
+def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
+    """The first token of each level word right after the answer prefix; they must be distinct."""
+    ids = continuation_token_ids(tokenizer, prompt.answer_prefix, prompt.level_words)
     if len(set(ids)) != len(ids):
+        pieces = tokenizer.convert_ids_to_tokens(ids)
         shown = ", ".join(f"{w!r}→{p!r}({i})" for w, p, i in zip(prompt.level_words, pieces, ids, strict=True))
         raise ModelLoadError(
             "the level words do not start with distinct tokens in this tokenizer, so their "
@@ -217,14 +221,15 @@ class Assessor:
         loaded = [self.load(im) for im in images]
         if not loaded:
             return np.zeros((0, len(self.preset.scoring_prompt(task).level_words)))
-        return self._forward_level_logits(self._encode_scoring(loaded, task), task)
+        return self._next_token_logits(self._encode_scoring(loaded, task), self.level_token_ids[task])
 
     def _encode_scoring(self, loaded: list[LoadedImage], task: str):
         prompt = self.preset.scoring_prompt(task)
         text = self._prompt([user_turn(prompt.question)], prompt.answer_prefix)
         return self._encode([text] * len(loaded), loaded)
 
-    def _forward_level_logits(self, inputs, task: str) -> np.ndarray:
+    def _next_token_logits(self, inputs, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits of ``token_ids`` at the last position of every (left-padded) row: one forward pass."""
         import torch
 
         mask = inputs["attention_mask"]
@@ -234,7 +239,7 @@ class Assessor:
         with torch.inference_mode():
             out = self.model(**inputs, position_ids=position_ids, use_cache=False, logits_to_keep=1)
         last = out.logits[:, -1, :]
-        ids = torch.tensor(self.level_token_ids[task], device=last.device)
+        ids = torch.tensor(list(token_ids), device=last.device)
         return last.index_select(-1, ids).float().cpu().numpy().astype(np.float64)
 
     def score(self, images: Iterable, task: str = "quality", batch_size: int = 8,
@@ -260,7 +265,7 @@ class Assessor:
                 inputs = pending.result()
                 if i + 1 < len(batches):
                     pending = pool.submit(self._encode_scoring, batches[i + 1], task)
-                logits = self._forward_level_logits(inputs, task)
+                logits = self._next_token_logits(inputs, self.level_token_ids[task])
                 results.extend(self._results(batch, logits, task))
                 bar.update(len(batch))
         return results
@@ -282,6 +287,24 @@ class Assessor:
             )
             for im, p, s, sd in zip(batch, probs, scores, np.atleast_1d(spreads), strict=True)
         ]
+
+    def choice_probabilities(self, images: Sequence, questions: Sequence[str], choices: Sequence[str],
+                             batch_size: int = 8) -> np.ndarray:
+        """Closed-set probabilities of ``choices`` (e.g. option letters) as the answer's first token.
+
+        One forward pass per batch, like scoring: shape (len(images), len(choices)).
+        """
+        ids = continuation_token_ids(self.tokenizer, "", choices)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"choices {list(choices)} do not start with distinct tokens")
+        loaded = [self.load(im) for im in images]
+        texts = [self._prompt([user_turn(q)]) for q in questions]
+        if len(texts) != len(loaded):
+            raise ValueError(f"{len(loaded)} images but {len(texts)} questions")
+        out = [self._next_token_logits(self._encode(texts[i:i + batch_size], loaded[i:i + batch_size]), ids)
+               for i in range(0, len(loaded), batch_size)]
+        logits = np.concatenate(out) if out else np.zeros((0, len(choices)))
+        return L.level_probabilities(logits) if len(logits) else logits
 
     # ------------------------------------------------------------------ interpreting
     def explain(self, image, question: str | None = None, max_new_tokens: int = 256,

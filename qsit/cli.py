@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_parser(sub)
 
+    from evals.cli import add_eval_parser
+
+    add_eval_parser(sub, _add_model_args, load_assessor)
+
     p = sub.add_parser("make-tiny", help="build a random-weight tiny checkpoint (for tests and demos)")
     p.add_argument("out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
@@ -217,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from qsit.assessor import ModelLoadError
     from qsit.images import ImageLoadError
+    from qsit.llm import EndpointUnreachable
     from qsit.records import RecordError
 
     try:
         return args.func(args)
-    except (CLIError, ModelLoadError, ImageLoadError, RecordError, ValueError, FileNotFoundError) as e:
+    except (CLIError, ModelLoadError, ImageLoadError, RecordError, ValueError, FileNotFoundError,
+            EndpointUnreachable) as e:
         if os.environ.get("QSIT_DEBUG"):
             raise
         print(f"qsit: error: {e}", file=sys.stderr)

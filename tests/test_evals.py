@@ -1,0 +1,211 @@
+"""Evals: exact answer-matching rules, category bookkeeping, correlation maths, judge parsing,
+and each eval end to end on a tiny checkpoint (with a loopback judge for LLDescribe)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import kendalltau, pearsonr, spearmanr
+
+from evals.iqa import correlations, load_iqa_list, run_iqa
+from evals.lldescribe import JUDGE_PROMPTS, JUDGE_VERSION, DescribeItem, Judge, parse_judgment, run_lldescribe
+from evals.llvisionqa import (
+    Question,
+    compare_lmms_eval,
+    load_questions,
+    official_rule_correct,
+    parse_answer,
+    read_lmms_eval_samples,
+    run_llvisionqa,
+    score,
+    to_lmms_eval_samples,
+)
+from tests.helpers import noise_image
+from tests.llm_server import ScriptedLLM
+
+# ---------------------------------------------------------------- IQA maths
+
+
+def test_correlations_match_scipy_and_a_hand_case():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    y = 2 * x + rng.normal(size=50)
+    r = correlations(x, y)
+    assert r["srcc"] == pytest.approx(spearmanr(x, y)[0]) and r["plcc"] == pytest.approx(pearsonr(x, y)[0])
+    assert r["krcc"] == pytest.approx(kendalltau(x, y)[0]) and r["n"] == 50
+    hand = correlations([1, 2, 3, 4], [1, 3, 2, 4])
+    assert hand["srcc"] == pytest.approx(0.8) and hand["krcc"] == pytest.approx(4 / 6)
+
+
+def test_logistic_fit_linearises_a_monotone_relation():
+    x = np.linspace(1, 5, 40)
+    y = 100 / (1 + np.exp(-(x - 3) * 3))
+    raw, fitted = correlations(x, y), correlations(x, y, fit="logistic4")
+    assert raw["srcc"] == pytest.approx(1.0) and fitted["plcc"] > 0.999 > raw["plcc"]
+    assert correlations(x, y, fit="logistic5")["plcc"] > 0.999
+
+
+@pytest.mark.parametrize("pred, gt, msg", [
+    ([1, 2], [1, 2], "at least 3"),
+    ([1, 1, 1], [1, 2, 3], "predictions are constant"),
+    ([1, 2, 3], [5, 5, 5], "targets are constant"),
+    ([1, 2, 3], [1, 2], "3 predictions but 2 targets"),
+    ([1, 2, float("nan")], [1, 2, 3], "NaN"),
+])
+def test_correlation_input_errors(pred, gt, msg):
+    with pytest.raises(ValueError, match=msg):
+        correlations(pred, gt)
+
+
+# ---------------------------------------------------------------- LLVisionQA rules
+
+YES_NO = ("Yes", "No")
+FOUR = ("blur", "noise", "fog", "jpeg compression artifacts")
+
+
+@pytest.mark.parametrize("output, candidates, expected", [
+    ("A", YES_NO, "A"), ("  B\n", YES_NO, "B"), ("B.", YES_NO, "B"), ("C. fog", FOUR, "C"),
+    ("(D) jpeg compression artifacts", FOUR, "D"), ("no", YES_NO, "B"), ("Noise.", FOUR, "B"),
+    ("I think so.\nA\n", YES_NO, "A"), ("", YES_NO, None), ("C", YES_NO, None),
+    ("The answer is probably B", YES_NO, None), ("Maybe noise or fog", FOUR, None),
+])
+def test_answer_matching_rules(output, candidates, expected):
+    assert parse_answer(output, candidates) == expected
+
+
+def q(i, type_, concern, correct="Yes", cands=YES_NO):
+    return Question(str(i), f"{i}.png", "Is it?", tuple(cands), correct, type_, concern)
+
+
+def test_score_bookkeeping_by_type_and_concern():
+    qs = [q(0, 0, 0), q(1, 0, 1, "No"), q(2, 1, 2, "fog", FOUR), q(3, 2, 3, "blur", FOUR), q(4, 2, 0, "noise", FOUR)]
+    outs = ["A", "A", "C. fog", "gibberish", "B"]
+    r = score(qs, outs)
+    assert r["overall"] == {"accuracy": 3 / 5, "correct": 3, "n": 5}
+    assert r["by_type"]["yes-or-no"] == {"accuracy": 0.5, "correct": 1, "n": 2}
+    assert r["by_type"]["what"]["accuracy"] == 1.0 and r["by_type"]["how"]["accuracy"] == 0.5
+    assert r["by_concern"]["distortion"]["n"] == 2 and r["by_concern"]["in-context other"]["correct"] == 0
+    assert r["unparsed"] == 1 and r["graded"] == 5
+
+
+def test_official_rule_is_a_substring_test_and_differs_from_parsing():
+    question = q(0, 0, 0, "Yes")
+    assert official_rule_correct("B is wrong, A. is right", question)
+    assert parse_answer("B is wrong, A. is right", YES_NO) is None
+
+
+def test_test_split_without_answers_gives_predictions_only():
+    assert score([q(0, 0, 0, None)], ["A"]) == {"graded": 0, "note": "no correct_ans in this split: predictions only"}
+
+
+def test_load_questions_validates_and_reports_missing_images(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    good = {"img_path": "a.png", "question": "Is it blurry?", "candidates": ["Yes", "No"], "correct_ans": "No",
+            "type": 0, "concern": 0}
+    (tmp_path / "q.json").write_text(json.dumps([good, {**good, "img_path": "gone.png"}]))
+    qs, missing = load_questions(tmp_path / "q.json")
+    assert len(qs) == 2 and missing == ["gone.png"] and qs[0].correct_letter == "B"
+    (tmp_path / "bad.json").write_text(json.dumps([{**good, "correct_ans": "Maybe"}]))
+    with pytest.raises(ValueError, match="not among the candidates"):
+        load_questions(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------- LLDescribe judge
+
+
+def test_judge_prompt_snapshot_and_parsing():
+    assert JUDGE_VERSION == "lldescribe-judge-1"
+    assert set(JUDGE_PROMPTS) == {"completeness", "precision", "relevance"}
+    text = JUDGE_PROMPTS["precision"].format(golden="G", output="O")
+    assert text.startswith("Reference description of an image's low-level visual quality:\nG\n\n"
+                           "Description to rate:\nO\n\n")
+    assert text.endswith("Answer with one line of the form 'Score: N', where N is 0, 1 or 2.")
+    assert "{golden}" not in JUDGE_PROMPTS["relevance"]
+    for reply, want in [("Score: 2", 2), ("score 1", 1), ("**Score:** 0", 0), ("1", 1), ("Score: 3", None),
+                        ("I would say good", None)]:
+        assert parse_judgment(reply) == want
+
+
+# ---------------------------------------------------------------- end to end on a tiny model
+
+
+@pytest.fixture
+def tiny_bench(tmp_path):
+    """Six images with IQA, LLVisionQA and LLDescribe files in the published formats."""
+    names = []
+    for i in range(6):
+        name = f"img{i}.png"
+        noise_image(40 + 8 * i, 48, seed=i).save(tmp_path / name)
+        names.append(name)
+    (tmp_path / "iqa.json").write_text(json.dumps([{"img_path": n, "gt_score": float(i)} for i, n in
+                                                   enumerate(names)]))
+    qa = [{"img_path": n, "question": "Is the image noisy?", "candidates": ["Yes", "No"], "correct_ans": "Yes",
+           "type": 0, "concern": 0} for n in names[:3]]
+    qa += [{"img_path": n, "question": "What is wrong?", "candidates": ["noise", "blur", "fog"],
+            "correct_ans": "noise", "type": 1, "concern": 2} for n in names[3:]]
+    (tmp_path / "llvisionqa.json").write_text(json.dumps(qa))
+    (tmp_path / "lldescribe.json").write_text(json.dumps(
+        [{"img_path": n, "golden_description": "The image is very noisy. Overall, the quality is bad."}
+         for n in names[:2]]))
+    return tmp_path
+
+
+def test_iqa_runs_resumes_and_writes_tables(assessor, tiny_bench):
+    out = tiny_bench / "out"
+    s = run_iqa(assessor, {"mini": str(tiny_bench / "iqa.json")}, tiny_bench, out, progress=False)
+    r = s["sets"]["mini"]
+    assert r["n"] == 6 and -1 <= r["srcc"] <= 1 and r["cross_set"]
+    assert (out / "iqa.md").read_text().startswith("| model | mini† | avg |")
+    assert (out / "iqa_scatter_mini.png").stat().st_size > 1000
+    samples = [json.loads(x) for x in (out / "iqa_samples.jsonl").read_text().splitlines()]
+    assert [x["gt_score"] for x in samples] == [0, 1, 2, 3, 4, 5]
+    assert samples[0]["score"] == pytest.approx(assessor.score([tiny_bench / "img0.png"])[0].score, abs=1e-6)
+    lines = (out / "iqa_cache.jsonl").read_text()
+    run_iqa(assessor, {"mini": str(tiny_bench / "iqa.json")}, tiny_bench, out, progress=False)
+    assert (out / "iqa_cache.jsonl").read_text() == lines  # nothing scored twice
+    assert load_iqa_list(tiny_bench / "iqa.json")[0][2].gt == 2.0
+
+
+def test_llvisionqa_both_protocols_and_lmms_eval_roundtrip(assessor, tiny_bench):
+    out = tiny_bench / "out"
+    qs, missing = load_questions(tiny_bench / "llvisionqa.json")
+    r = run_llvisionqa(assessor, qs, tiny_bench, out, mode="both", max_new_tokens=4, progress=False)
+    assert r["generate"]["graded"] == 6 and r["likelihood"]["graded"] == 6 and "agreement" in r
+    assert r["likelihood"]["unparsed"] == 0
+    samples = [json.loads(x) for x in (out / "llvisionqa_samples.jsonl").read_text().splitlines()]
+    assert all(s["likelihood_pick"] in "ABC" for s in samples)
+    assert sum(s["correct_likelihood"] for s in samples) == r["likelihood"]["overall"]["correct"]
+    lmms = out / "lmms.jsonl"
+    lmms.write_text("".join(json.dumps(x) + "\n" for x in to_lmms_eval_samples(samples)))
+    rows = read_lmms_eval_samples(lmms)
+    assert [x["type"] for x in rows] == ["Yes/No"] * 3 + ["What"] * 3  # lmms-eval's own label order
+    cmp = compare_lmms_eval(rows, {x.id: x for x in qs})
+    assert cmp["n"] == 6 and cmp["qsit_rules_accuracy"] == pytest.approx(r["generate"]["overall"]["accuracy"])
+
+
+def test_lldescribe_with_a_loopback_judge(assessor, tiny_bench):
+    def reply(body):
+        prompt = body["messages"][-1]["content"]
+        if "How completely" in prompt:
+            return "Score: 1"
+        if "How precise" in prompt:
+            return "I cannot tell."  # never parses: every precision judgment fails
+        return "Score: 2"
+
+    out = tiny_bench / "out"
+    items = [DescribeItem(**d) for d in json.loads((tiny_bench / "lldescribe.json").read_text())]
+    with ScriptedLLM(reply=reply) as llm:
+        judge = Judge(base_url=llm.base_url, model="judge", attempts=2, max_retries=0, timeout=5, concurrency=2)
+        r = run_lldescribe(assessor, items, tiny_bench, judge, out, rounds=3, max_new_tokens=4, progress=False)
+        dims = r["dimensions"]
+        assert dims["completeness"] == {"P0": 0.0, "P1": 1.0, "P2": 0.0, "mean": 1.0, "judged": 6, "failed": 0}
+        assert dims["relevance"]["mean"] == 2.0 and dims["precision"]["failed"] == 6
+        assert dims["precision"]["mean"] is None and r["sum"] is None
+        calls = sum(llm.calls.values())
+        assert calls == 2 * 3 * (1 + 1 + 2)  # items × rounds × (one call, one call, two attempts)
+        run_lldescribe(assessor, items, tiny_bench, judge, out, rounds=3, max_new_tokens=4, progress=False)
+        assert sum(llm.calls.values()) == calls  # an interrupted or repeated run judges nothing twice
+    assert "failed and were excluded" in (out / "lldescribe.md").read_text()
+    assert math.isclose(json.loads((out / "lldescribe.json").read_text())["dimensions"]["relevance"]["P2"], 1.0)
