@@ -161,6 +161,35 @@ def cmd_score(args) -> int:
     return 1 if n_errors or problems else 0
 
 
+# ---------------------------------------------------------------- serve / ui
+def cmd_serve(args) -> int:
+    from ui.server import ServerConfig, is_loopback, serve
+
+    key = args.api_key or os.environ.get("QSIT_API_KEY")
+    if not is_loopback(args.host) and not key:
+        raise CLIError(f"binding to {args.host} without an API key would let anyone who can reach it use the "
+                       "model; give --api-key or set QSIT_API_KEY")
+    config = ServerConfig(host=args.host, port=args.port, api_key=key,
+                          max_request_bytes=int(args.max_request_mb * 2**20), max_batch=args.max_batch,
+                          allow_local_dir=Path(args.allow_local_dir) if args.allow_local_dir else None)
+    serve(load_assessor(args), config)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    env = dict(os.environ)
+    if args.model:
+        env[MODEL_ENV] = args.model
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.maxUploadSize", str(args.max_upload_mb),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"qsit: serving the app on http://{args.host}:{args.port}", file=sys.stderr)
+    return subprocess.call(cmd, env=env)
+
+
 # ---------------------------------------------------------------- make-tiny
 def cmd_make_tiny(args) -> int:
     from qsit.tiny import TinyConfig, build_tiny_checkpoint
@@ -205,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_parser
 
     add_eval_parser(sub, _add_model_args, load_assessor)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP API (/v1/chat/completions, /v1/score)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $QSIT_API_KEY)")
+    p.add_argument("--allow-local-dir", help="accept local image paths under this folder")
+    p.add_argument("--max-batch", type=int, default=8, help="images per forward pass when merging requests")
+    p.add_argument("--max-request-mb", type=float, default=20)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ui", help="the Streamlit chat app in the browser")
+    p.add_argument("--model", help=f"checkpoint (default: ${MODEL_ENV}, then the embedded model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--max-upload-mb", type=int, default=20)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("make-tiny", help="build a random-weight tiny checkpoint (for tests and demos)")
     p.add_argument("out", help="output directory")
