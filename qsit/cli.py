@@ -171,6 +171,7 @@ def cmd_serve(args) -> int:
                        "model; give --api-key or set QSIT_API_KEY")
     config = ServerConfig(host=args.host, port=args.port, api_key=key,
                           max_request_bytes=int(args.max_request_mb * 2**20), max_batch=args.max_batch,
+                          batch_wait_s=args.batch_wait_ms / 1000,
                           allow_local_dir=Path(args.allow_local_dir) if args.allow_local_dir else None)
     serve(load_assessor(args), config)
     return 0
@@ -185,7 +186,7 @@ def cmd_ui(args) -> int:
         env[MODEL_ENV] = args.model
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
            "--server.port", str(args.port), "--server.maxUploadSize", str(args.max_upload_mb),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
     print(f"qsit: serving the app on http://{args.host}:{args.port}", file=sys.stderr)
     return subprocess.call(cmd, env=env)
 
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $QSIT_API_KEY)")
     p.add_argument("--allow-local-dir", help="accept local image paths under this folder")
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass when merging requests")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="wait this long for more requests before a pass (default: merge only what is queued)")
     p.add_argument("--max-request-mb", type=float, default=20)
     _add_model_args(p)
     p.set_defaults(func=cmd_serve)
