@@ -16,7 +16,7 @@ import numpy as np
 
 from qsit import levels as L
 from qsit.images import LoadedImage, load_image
-from qsit.prompts import DEFAULT_PRESET, PromptPreset, ScoringPrompt, get_preset, text_turn, user_turn
+from qsit.prompts import DEFAULT_PRESET, PromptPreset, ScoringPrompt, get_preset, user_turn
 
 
 class ModelLoadError(RuntimeError):
@@ -319,9 +319,10 @@ class Assessor:
         """Answer the last user turn of ``history`` (role/content dicts); the image goes with the first."""
         import torch
 
+        from qsit.conversation import render_prompt
+
         loaded = self.load(image)
-        messages = _chat_messages(history)
-        inputs = self._encode([self._prompt(messages)], [loaded])
+        inputs = self._encode([render_prompt(self.processor, _chat_messages(history))], [loaded])
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, streamer=streamer,
@@ -371,6 +372,9 @@ class Assessor:
 
 
 def _chat_messages(history: Sequence[dict]) -> list[dict]:
+    """Validated role/content turns; the image marker goes on the first user turn."""
+    from qsit.records import IMAGE_MARKER
+
     if not history or history[-1].get("role") != "user":
         raise ValueError("chat history must end with a user turn")
     messages = []
@@ -379,7 +383,7 @@ def _chat_messages(history: Sequence[dict]) -> list[dict]:
         if role not in ("user", "assistant") or not isinstance(content, str):
             raise ValueError(f"history turn {i} needs role 'user' or 'assistant' and text content, got {turn!r}")
         first_user = role == "user" and not any(m["role"] == "user" for m in messages)
-        messages.append(user_turn(content, with_image=True) if first_user else text_turn(role, content))
+        messages.append({"role": role, "content": f"{IMAGE_MARKER}\n{content}" if first_user else content})
     return messages
 
 

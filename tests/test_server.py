@@ -127,9 +127,27 @@ def test_bad_requests_get_json_errors(server, payload, status, fragment):
 
 
 def test_oversized_and_malformed_bodies(server):
-    big = {"image": "data:image/png;base64," + "A" * 2_100_000}
-    code, body = post(f"{server.url}/v1/score", big)
-    assert code == 413 and body["error"]["code"] == "request_too_large"
+    import http.client
+    from urllib.parse import urlparse
+
+    # Refused from the Content-Length header alone, before the body is read.
+    u = urlparse(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.putrequest("POST", "/v1/score")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", "2100000")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "request_too_large"
+    conn.close()
+    # A chunked body (no Content-Length) is measured as it is read.
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    chunks = (b'{"image": "' + b"A" * 500_000 for _ in range(5))
+    conn.request("POST", "/v1/score", body=chunks, headers={"Content-Type": "application/json"},
+                 encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
     code, body = post(f"{server.url}/v1/score", None, raw=b"{not json")
     assert code == 400 and "not valid JSON" in body["error"]["message"]
 
