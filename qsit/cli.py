@@ -191,6 +191,24 @@ def cmd_ui(args) -> int:
     return subprocess.call(cmd, env=env)
 
 
+# ---------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    import json as _json
+
+    from qsit.recipe import run, validate
+    from qsit.train_config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.validate:
+        report = validate(cfg)
+        print(_json.dumps(report, indent=2))
+        print(f"qsit: {args.config} is valid", file=sys.stderr)
+        return 0
+    final = run(cfg)
+    print(f"qsit: trained; the model is in {final} (qsit assess IMAGE --model {final})", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- make-tiny
 def cmd_make_tiny(args) -> int:
     from qsit.tiny import TinyConfig, build_tiny_checkpoint
@@ -210,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsit", description="Score image quality and explain it with one multimodal model."
     )
+    # The deepspeed launcher passes --local_rank=N before the subcommand.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("assess", help="joint score + explanation report for images")
@@ -235,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_parser
 
     add_eval_parser(sub, _add_model_args, load_assessor)
+
+    p = sub.add_parser("train", help="fine-tune a LLaVA-OneVision checkpoint (see qsit/configs/train/)")
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--validate", action="store_true", help="check config, files, data and plan; no compute")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP API (/v1/chat/completions, /v1/score)")
     p.add_argument("--host", default="127.0.0.1")
@@ -265,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     if getattr(args, "batch_size", 1) < 1:
         print("qsit: error: --batch-size must be at least 1", file=sys.stderr)
         return 2

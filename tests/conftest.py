@@ -89,3 +89,14 @@ def bad_images(tmp_path):
     # 1-bit, 20000 x 10000 = 2e8 pixels (> 2x Pillow's limit) in a few kB on disk.
     Image.new("1", (20000, 10000)).save(files["bomb"])
     return files
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """A small offline corpus (D1, D2, D3 and test sets), built once per session."""
+    from data_builders.synthetic import SyntheticConfig, build_synthetic
+
+    out = tmp_path_factory.mktemp("corpus")
+    build_synthetic(out, SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=2,
+                                         test_scenes=1, seed=1), progress=False)
+    return out

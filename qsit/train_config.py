@@ -1,0 +1,209 @@
+"""Typed training configs: one YAML file per experiment, unknown keys rejected.
+
+Overrides on the command line are ``section.key=value`` (the value parsed as
+YAML); a misspelled key is an error that suggests the close matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+KINDS = ("scoring", "interpreting", "general")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and what is wrong."""
+
+
+@dataclass
+class Source:
+    path: str
+    """A build output folder (records.jsonl + manifest.json) or a records JSONL file."""
+    image_root: str | None = None
+    """Where its image paths resolve; default: the manifest's image_root (prefix stripped)."""
+
+
+@dataclass
+class DataConfig:
+    sources: list[Source] = field(default_factory=list)
+    max_length: int = 4096
+    """Records longer than this (in tokens, images included) are dropped and counted, never truncated."""
+
+
+@dataclass
+class MixConfig:
+    sizes: dict[str, int] | None = None
+    """Records per epoch for each kind (scoring, interpreting, general)."""
+    ratios: dict[str, float] | None = None
+    """Or ratios between kinds, scaled so the ``base`` kind uses all its training records."""
+    base: str = "scoring"
+    reference_ratio: float | None = None
+    """λ = L_S / L_I from the coarse search; None keeps the plan fixed."""
+    step: float = 0.1
+    """Relative growth of D1 or of D2+D3 per adjustment."""
+    tolerance: float = 0.05
+    """No change while L'_S/L'_I is within this relative band around λ."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Module names in the language model that get adapters."""
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 3
+    batch_size: int = 4
+    """Per device."""
+    grad_accum: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: str = "auto"
+    """auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32."""
+    group_by_length: bool = True
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = True
+    log_every: int = 10
+    save_every_steps: int = 0
+    """Also checkpoint every N optimizer steps (0: only at the end of each epoch)."""
+    eval_batch_size: int = 8
+    max_val_records: int = 512
+    """Per kind, so validation stays quick."""
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    """A LLaVA-OneVision checkpoint (folder or hub id), or "tiny" for a fresh random tiny one."""
+    output_dir: str
+    data: DataConfig = field(default_factory=DataConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    lora: LoraConfig | None = None
+    deepspeed: str | None = None
+    """zero2, zero3 (the shipped configs) or a path to a DeepSpeed JSON."""
+    preset: str = "qsit"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, where: str):
+    """Construct dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}{hint}")
+    kwargs = {k: _value(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _value(tp, v, where):
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if v is None:
+        if type(None) in args or tp is Any:
+            return None
+        raise ConfigError(f"{where} must not be empty")
+    if origin is not None and type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        return _value(inner[0], v, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, where)
+    if origin is list:
+        if not isinstance(v, list):
+            raise ConfigError(f"{where} must be a list")
+        return [_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        return {str(k): _value(args[1], x, f"{where}.{k}") for k, x in v.items()}
+    if tp is float:
+        if isinstance(v, bool):
+            raise ConfigError(f"{where} must be a number, got {v!r}")
+        try:
+            return float(v)  # also YAML's "3e-3", which YAML 1.1 reads as a string
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {v!r}") from None
+    if tp in (int, str, bool) and not (isinstance(v, tp) and not (tp is int and isinstance(v, bool))):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {v!r}")
+    return v
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    cfg = _build(TrainConfig, apply_overrides(data, overrides or []), "")
+    check(cfg)
+    return cfg
+
+
+def check(cfg: TrainConfig) -> None:
+    """Value checks that need no files (``validate`` in the recipe checks files and data)."""
+    t = cfg.train
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1")
+    if t.lr <= 0:
+        raise ConfigError("train.lr must be positive")
+    if t.precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
+    if not cfg.data.sources:
+        raise ConfigError("data.sources is empty: give at least one build output folder")
+    m = cfg.mix
+    if (m.sizes is None) == (m.ratios is None):
+        raise ConfigError("mix needs exactly one of sizes or ratios")
+    given = m.sizes or m.ratios
+    bad = sorted(set(given) - set(KINDS))
+    if bad:
+        raise ConfigError(f"mix kinds {bad} unknown; use {', '.join(KINDS)}")
+    if any(v < 0 for v in given.values()) or not any(v > 0 for v in given.values()):
+        raise ConfigError("mix sizes/ratios must be non-negative with at least one positive")
+    if m.ratios is not None and m.ratios.get(m.base, 0) <= 0:
+        raise ConfigError(f"mix.base {m.base!r} needs a positive ratio")
+    if m.reference_ratio is not None and m.reference_ratio <= 0:
+        raise ConfigError("mix.reference_ratio (λ) must be positive")
+    if not 0 < m.step <= 1 or not 0 <= m.tolerance < 1:
+        raise ConfigError("mix.step must be in (0, 1] and mix.tolerance in [0, 1)")

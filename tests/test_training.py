@@ -1,0 +1,225 @@
+"""The training recipe on CPU: configs, masking, batching, the mix adjustment, loss going down,
+resume equality, LoRA merge, and a real DeepSpeed ZeRO-2 launch."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
+from qsit.recipe import TrainRecipe, load_sources, run, validate
+from qsit.tokenization import IGNORE_INDEX, Collator, encode, estimate_length, image_size_hw
+from qsit.train_config import ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "qsit" / "configs" / "train").glob("*.yaml"))
+TINY = next(p for p in CONFIGS if p.name == "tiny-cpu.yaml")
+
+
+def overrides(corpus, out, *extra):
+    return [f"output_dir={out}", "data.sources=[" + ", ".join(f"{{path: {corpus / k}}}" for k in ("d1", "d2", "d3"))
+            + "]", *extra]
+
+
+# ---------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_validates(path, small_corpus, tmp_path):
+    cfg = load_config(path, overrides(small_corpus, tmp_path))
+    report = validate(cfg)
+    assert report["train_pools"]["scoring"] > 0 and report["epoch_sizes"]["scoring"] > 0
+    if cfg.deepspeed:
+        assert report["deepspeed"].startswith("ZeRO stage")
+
+
+def test_unknown_keys_and_bad_overrides_are_errors(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="unknown key train.epoch; did you mean epochs"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.epoch=2"))
+    with pytest.raises(ConfigError, match="unknown key train.learning_rate; known keys: .*lr"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.learning_rate=0.1"))
+    with pytest.raises(ConfigError, match="train.epochs must be int"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.epochs=three"))
+    with pytest.raises(ConfigError, match="exactly one of sizes or ratios"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "mix.sizes={scoring: 3}"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\noutput_dir: x\ndata: {sources: [{path: /nope}]}\nmix: {sizes: {scoring: 1}}\n")
+    with pytest.raises(ConfigError, match="no records.jsonl"):
+        validate(load_config(bad))
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def test_labels_cover_exactly_the_assistant_tokens(assessor, small_corpus, tmp_path):
+    cfg = load_config(TINY, overrides(small_corpus, tmp_path))
+    record, paths = next((r, p) for r, p in load_sources(cfg) if r.meta.get("task") == "conversation")
+    proc = assessor.processor
+    ex = encode(proc, record, paths)
+    tok = proc.tokenizer
+    # Rebuild the expected mask turn by turn: everything from the template is masked,
+    # each assistant text plus its end-of-turn token is learned.
+    expected = []
+    for m in record.messages:
+        if m["role"] == "assistant":
+            ids = tok(m["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            expected.append(ids)
+    learned, run_ = [], []
+    for i, lab in zip(ex.input_ids, ex.labels, strict=True):
+        if lab == IGNORE_INDEX:
+            if run_:
+                learned.append(run_)
+                run_ = []
+        else:
+            assert lab == i
+            run_.append(i)
+    if run_:
+        learned.append(run_)
+    assert learned == expected
+    n_image = ex.input_ids.count(proc.image_token_id)
+    assert n_image > 0 and all(ex.labels[k] == IGNORE_INDEX for k, t in enumerate(ex.input_ids)
+                               if t == proc.image_token_id)
+    assert len(ex) == estimate_length(proc, record, [image_size_hw(p) for p in paths])
+
+
+def test_collator_pads_dynamically_and_grouping_cuts_padding(assessor, small_corpus, tmp_path):
+    cfg = load_config(TINY, overrides(small_corpus, tmp_path))
+    pairs = [(r, p) for r, p in load_sources(cfg) if r.split == "train"][:6]
+    exs = [encode(assessor.processor, r, p) for r, p in pairs]
+    batch = Collator(assessor.processor.tokenizer.pad_token_id)(exs)
+    assert batch["input_ids"].shape == (6, max(len(e) for e in exs))
+    assert batch["batch_num_images"].tolist() == [1] * 6 and batch["pixel_values"].shape[0] == 6
+    loss = assessor.model(**batch).loss
+    assert torch.isfinite(loss)
+    lengths = list(np.random.default_rng(0).integers(20, 400, size=400))
+    grouped = length_grouped_batches(lengths, 8, seed=0)
+    plain = [list(range(i, min(i + 8, 400))) for i in range(0, 400, 8)]
+    assert sorted(i for b in grouped for i in b) == list(range(400))
+    assert padding_fraction(lengths, grouped) < padding_fraction(lengths, plain) < padding_fraction(
+        lengths, plain, pad_to=4096)
+
+
+# ---------------------------------------------------------------- the mix
+
+
+def test_draw_is_without_replacement_until_the_pool_runs_out():
+    d = draw_epoch({"scoring": 10, "interpreting": 4}, {"scoring": 6, "interpreting": 9}, seed=0, epoch=0)
+    assert len(set(d.indices["scoring"])) == 6 and d.resampled["scoring"] == 0
+    assert len(d.indices["interpreting"]) == 9 and set(d.indices["interpreting"]) == set(range(4))
+    assert d.resampled["interpreting"] == 5
+    assert draw_epoch({"scoring": 10}, {"scoring": 6}, 0, 1).indices != draw_epoch({"scoring": 10}, {"scoring": 6},
+                                                                                  0, 0).indices
+
+
+def test_ratios_scale_to_the_base_pool():
+    assert resolve_sizes({"scoring": 100, "interpreting": 900, "general": 50},
+                         ratios={"scoring": 1, "interpreting": 2.5, "general": 1.04}) == {
+        "scoring": 100, "interpreting": 250, "general": 104}
+
+
+def test_adjustment_moves_sizes_the_right_way_on_scripted_losses():
+    sizes = {"scoring": 100, "interpreting": 250, "general": 100}
+    # λ = 1/4.66: L_S/L_I below it → more interpreting data; above it → more scoring data.
+    lam = 1 / 4.66
+    down = adjust(sizes, 0.1, 1.0, lam, step=0.1, tolerance=0.05)
+    assert down.action == "grow interpreting" and down.sizes == {"scoring": 100, "interpreting": 275, "general": 110}
+    up = adjust(sizes, 0.5, 1.0, lam, step=0.1, tolerance=0.05)
+    assert up.action == "grow scoring" and up.sizes["scoring"] == 110 and up.sizes["interpreting"] == 250
+    assert adjust(sizes, lam * 1.02, 1.0, lam, 0.1, 0.05).action == "keep"
+    assert adjust(sizes, 0.1, 1.0, None, 0.1, 0.05).action == "fixed"
+    # A sequence: ratios below, below, above λ.
+    s = dict(sizes)
+    for ls, li in ((0.1, 1.0), (0.15, 1.0), (0.4, 1.0)):
+        s = adjust(s, ls, li, lam, 0.1, 0.05).sizes
+    assert s == {"scoring": 110, "interpreting": 302, "general": 121}
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def tiny_cfg(corpus, out, *extra):
+    return load_config(TINY, overrides(corpus, out, "mix.ratios=null", "mix.sizes={scoring: 24, interpreting: 24}",
+                                       "train.batch_size=4", "train.log_every=1", *extra))
+
+
+def test_a_few_dozen_steps_lower_the_loss(small_corpus, tmp_path):
+    cfg = tiny_cfg(small_corpus, tmp_path / "run", "train.epochs=6", "mix.sizes={scoring: 16, interpreting: 8}",
+                   "train.lr=3e-3")
+    final = run(cfg, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in log if e["event"] == "train"]
+    assert len(losses) == 36
+    assert np.mean(losses[-6:]) < 0.6 * np.mean(losses[:6])
+    val = [e["val_loss"] for e in log if e["event"] == "adjust"]
+    assert val[-1]["scoring"] < val[0]["scoring"]
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 5000
+    assert len((tmp_path / "run" / "mix_log.jsonl").read_text().splitlines()) == 6
+    from qsit.assessor import Assessor
+
+    a = Assessor.from_pretrained(final)
+    r = a.score([small_corpus / "images" / "test" / "dahlia_c0" / "pristine.png"])[0]
+    assert sum(r.probabilities.values()) == pytest.approx(1.0)
+    desc = json.loads((final / "qsit_train.json").read_text())
+    assert desc["config"]["mix"]["sizes"] == {"scoring": 16, "interpreting": 8} and len(desc["mix_history"]) == 6
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path):
+    straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5"),
+                   progress=False)
+    cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, progress=False, stop_after_steps=9)  # mid-way through epoch 2 (6 batches per epoch)
+    assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step-9"
+    resumed = run(cfg, progress=False)
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    hist_a = json.loads((straight / "qsit_train.json").read_text())["mix_history"]
+    hist_b = json.loads((resumed / "qsit_train.json").read_text())["mix_history"]
+    assert [h["sizes_after"] for h in hist_a] == [h["sizes_after"] for h in hist_b]
+
+
+def test_lora_train_merge_and_load(small_corpus, tmp_path):
+    cfg = tiny_cfg(small_corpus, tmp_path / "lora", "train.epochs=1", "lora={r: 4, alpha: 8, dropout: 0.0}",
+                   "train.lr=1e-2")
+    recipe = TrainRecipe(cfg, progress=False)
+    recipe.setup()
+    trainable = [n for n, p in recipe.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    final = recipe.train()
+    recipe.cleanup()
+    assert (tmp_path / "lora" / "checkpoints" / "epoch-1" / "model" / "adapter_config.json").is_file()
+    merged = weights(final)
+    assert not any("lora" in k for k in merged)
+    base = weights(tmp_path / "lora" / "init-tiny")
+    changed = [k for k in merged if "q_proj.weight" in k and not torch.equal(merged[k], base[k])]
+    assert changed  # the adapters were merged into the base weights
+    from qsit.assessor import Assessor
+
+    assert Assessor.from_pretrained(final).score([small_corpus / "images" / "test" / "dahlia_c0" / "pristine.png"])
+
+
+@pytest.mark.skipif(shutil.which("deepspeed") is None and not (Path(sys.executable).parent / "deepspeed").exists(),
+                    reason="deepspeed launcher not installed")
+def test_one_epoch_through_the_deepspeed_launcher_with_zero2(small_corpus, tmp_path):
+    launcher = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+    out = tmp_path / "ds"
+    args = overrides(small_corpus, out, "train.epochs=1", "mix.ratios=null", "mix.sizes={scoring: 4, interpreting: 4}",
+                     "train.batch_size=4", "deepspeed=zero2")
+    proc = subprocess.run([launcher, "--num_gpus", "1", "--master_port", "29517", "--module", "qsit.cli", "train",
+                           str(TINY), *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "checkpoints" / "epoch-1" / "ds").is_dir() and (out / "final" / "config.json").is_file()
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "adjust" for e in log)
