@@ -89,7 +89,7 @@ def cmd_assess(args) -> int:
         )
         thumbs.append(loaded.image)
     if assessments:
-        text = render(assessments, args.format, thumbnails=thumbs)
+        text = render(assessments, args.format, thumbnails=thumbs, summary=False)
         if args.out:
             Path(args.out).write_text(text, encoding="utf-8")
             print(f"qsit: wrote {args.out}", file=sys.stderr)
