@@ -193,7 +193,11 @@ class TrainRecipe:
             target = self.out / "init-tiny"
             if not (target / "config.json").is_file() and self.rank == 0:
                 seed = int(m.split(":", 1)[1]) if ":" in m else self.cfg.train.seed
-                build_tiny_checkpoint(target, TinyConfig(seed=seed))
+                try:
+                    size = TinyConfig(**{**(self.cfg.tiny_size or {}), "seed": seed})
+                except TypeError as e:
+                    raise ConfigError(f"tiny_size: {e}") from None
+                build_tiny_checkpoint(target, size)
             self._barrier()
             return str(target)
         return m

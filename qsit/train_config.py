@@ -92,6 +92,8 @@ class TrainConfig:
     model: str
     """A LLaVA-OneVision checkpoint (folder or hub id), or "tiny" for a fresh random tiny one."""
     output_dir: str
+    tiny_size: dict[str, int] | None = None
+    """With model "tiny": qsit.tiny.TinyConfig fields (e.g. text_hidden) to size the fresh model."""
     data: DataConfig = field(default_factory=DataConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
