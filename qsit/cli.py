@@ -178,8 +178,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import subprocess
-
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     env = dict(os.environ)
     if args.model:
@@ -188,7 +186,9 @@ def cmd_ui(args) -> int:
            "--server.port", str(args.port), "--server.maxUploadSize", str(args.max_upload_mb),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
     print(f"qsit: serving the app on http://{args.host}:{args.port}", file=sys.stderr)
-    return subprocess.call(cmd, env=env)
+    sys.stderr.flush()
+    # Become the Streamlit server, so a signal to this process (Ctrl-C, terminate) reaches it directly.
+    os.execve(sys.executable, cmd, env)
 
 
 # ---------------------------------------------------------------- train
