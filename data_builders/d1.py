@@ -18,7 +18,6 @@ Levels follow eq. 1 with [m, M] from the training split (or ``score_range``).
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 import random
@@ -184,11 +183,11 @@ READERS: dict[str, MOSReader] = {
 
 
 def get_reader(name: str) -> MOSReader:
+    from qsit.suggest import did_you_mean
+
     if name in READERS:
         return READERS[name]
-    close = difflib.get_close_matches(name, READERS, n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise BuildError(f"unknown MOS dataset {name!r}; known: {', '.join(READERS)}, or 'table'.{hint}")
+    raise BuildError(f"unknown MOS dataset {name!r} (or use 'table').{did_you_mean(name, READERS)}")
 
 
 def read_split_file(path: Path) -> dict[str, str]:

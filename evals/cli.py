@@ -94,18 +94,15 @@ def load_ground_truth(path: str | Path, image_root: str | Path | None = None) ->
 
 def cmd_report(args, load_assessor) -> int:
     from evals.report import render
-    from qsit.images import ImageLoadError, find_images
+    from qsit.cli import expand_images
+    from qsit.images import ImageLoadError
 
-    paths, problems = find_images(args.images)
-    for problem in problems:
-        _say(f"error: {problem}")
-    if not paths:
-        raise ValueError("no images for the report")
+    paths, failed = expand_images(args.images, "report on")
     gt_by_path = load_ground_truth(args.gt, args.gt_root) if args.gt else None
     assessor = load_assessor(args)
     from tqdm.auto import tqdm
 
-    assessments, thumbs, failed = [], [], len(problems)
+    assessments, thumbs = [], []
     for p in tqdm(paths, desc="assessing", unit="img"):
         try:
             loaded = assessor.load(p)

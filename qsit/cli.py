@@ -63,18 +63,26 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
 
 
-# ---------------------------------------------------------------- assess
-def cmd_assess(args) -> int:
-    from evals.report import render
-    from qsit.images import ImageLoadError, find_images
+def expand_images(inputs, what: str) -> tuple[list[Path], int]:
+    """Files, folders and globs → image paths; each input that matched nothing is reported."""
+    from qsit.images import find_images
 
-    paths, problems = find_images(args.images)
+    paths, problems = find_images(inputs)
     for problem in problems:
         print(f"qsit: error: {problem}", file=sys.stderr)
     if not paths:
-        raise CLIError("no images to assess")
+        raise CLIError(f"no images to {what}")
+    return paths, len(problems)
+
+
+# ---------------------------------------------------------------- assess
+def cmd_assess(args) -> int:
+    from evals.report import render
+    from qsit.images import ImageLoadError
+
+    paths, failed = expand_images(args.images, "assess")
     assessor = load_assessor(args)
-    assessments, thumbs, failed = [], [], len(problems)
+    assessments, thumbs = [], []
     for path in paths:
         try:
             loaded = assessor.load(path)
@@ -117,13 +125,9 @@ def read_done(out: Path) -> set[str]:
 def cmd_score(args) -> int:
     from tqdm.auto import tqdm
 
-    from qsit.images import ImageLoadError, find_images
+    from qsit.images import ImageLoadError
 
-    paths, problems = find_images(args.paths)
-    for problem in problems:
-        print(f"qsit: error: {problem}", file=sys.stderr)
-    if not paths:
-        raise CLIError("no images to score")
+    paths, n_problems = expand_images(args.paths, "score")
     out = Path(args.out)
     done = read_done(out)
     todo = [p for p in paths if str(p) not in done]
@@ -158,7 +162,7 @@ def cmd_score(args) -> int:
             f.flush()  # a crash or Ctrl-C loses at most the batch in flight
             bar.update(len(rows))
     print(f"qsit: scored {len(todo) - n_errors} images, {n_errors} unreadable; results in {out}", file=sys.stderr)
-    return 1 if n_errors or problems else 0
+    return 1 if n_errors or n_problems else 0
 
 
 # ---------------------------------------------------------------- serve / ui

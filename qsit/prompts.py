@@ -18,7 +18,6 @@ Presets:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -127,11 +126,11 @@ DEFAULT_PRESET = "qsit"
 
 def get_preset(name: str) -> PromptPreset:
     """Look a preset up by name; an unknown name lists the close matches."""
+    from qsit.suggest import did_you_mean
+
     if name in PRESETS:
         return PRESETS[name]
-    close = difflib.get_close_matches(name, PRESETS, n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown prompt preset {name!r}; known: {', '.join(PRESETS)}.{hint}")
+    raise ValueError(f"unknown prompt preset {name!r}.{did_you_mean(name, PRESETS)}")
 
 
 def multiple_choice_question(question: str, candidates: Sequence[str]) -> str:

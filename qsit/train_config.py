@@ -7,13 +7,14 @@ YAML); a misspelled key is an error that suggests the close matches.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from qsit.suggest import did_you_mean
 
 KINDS = ("scoring", "interpreting", "general")
 
@@ -114,9 +115,7 @@ def _build(cls, data: Any, where: str):
     known = {f.name for f in fields(cls)}
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=2)
-            hint = f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}{hint}")
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}.{did_you_mean(key, known)}")
     kwargs = {k: _value(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)

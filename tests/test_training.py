@@ -38,9 +38,9 @@ def test_every_shipped_config_validates(path, small_corpus, tmp_path):
 
 
 def test_unknown_keys_and_bad_overrides_are_errors(small_corpus, tmp_path):
-    with pytest.raises(ConfigError, match="unknown key train.epoch; did you mean epochs"):
+    with pytest.raises(ConfigError, match="unknown key train.epoch. Did you mean epochs"):
         load_config(TINY, overrides(small_corpus, tmp_path, "train.epoch=2"))
-    with pytest.raises(ConfigError, match="unknown key train.learning_rate; known keys: .*lr"):
+    with pytest.raises(ConfigError, match="unknown key train.learning_rate. Known: .*lr"):
         load_config(TINY, overrides(small_corpus, tmp_path, "train.learning_rate=0.1"))
     with pytest.raises(ConfigError, match="train.epochs must be int"):
         load_config(TINY, overrides(small_corpus, tmp_path, "train.epochs=three"))
