@@ -1,7 +1,8 @@
 """A real browser against the running app: headless Chromium (Debian's package) driven by Playwright.
 
 Skipped where Chromium is not installed; ``.ci/run`` installs it. With
-QSIT_UPDATE_SCREENSHOT=1 the screenshot is written to docs/ui-screenshot.png.
+QSIT_UPDATE_SCREENSHOT=1 the screenshot is written to docs/ui-screenshot.png
+(QSIT_SCREENSHOT_MODEL picks the model shown; the test model otherwise).
 """
 
 import os
@@ -45,7 +46,7 @@ def test_upload_score_explain_and_chat_in_chromium(tmp_path, tiny_checkpoint, ph
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "QSIT_MODEL": tiny_checkpoint}
+    env = {**os.environ, "QSIT_MODEL": os.environ.get("QSIT_SCREENSHOT_MODEL") or tiny_checkpoint}
     with open(tmp_path / "app.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "qsit.cli", "ui", "--port", str(port)], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
