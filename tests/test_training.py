@@ -223,3 +223,14 @@ def test_one_epoch_through_the_deepspeed_launcher_with_zero2(small_corpus, tmp_p
     assert (out / "checkpoints" / "epoch-1" / "ds").is_dir() and (out / "final" / "config.json").is_file()
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert any(e["event"] == "adjust" for e in log)
+
+
+def test_validate_from_the_command_line_with_overrides(capsys, small_corpus, tmp_path):
+    from qsit.cli import main
+
+    code = main(["train", "--validate", str(TINY), *overrides(small_corpus, tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0 and "is valid" in captured.err
+    assert json.loads(captured.out)["epoch_sizes"]["scoring"] > 0
+    assert main(["train", "--validate", str(TINY), *overrides(small_corpus, tmp_path), "train.epoch=1"]) == 2
+    assert "Did you mean epochs" in capsys.readouterr().err
