@@ -174,6 +174,14 @@ class TrainRecipe:
         self.scheduler = get_scheduler(t.scheduler, self.optimizer, num_warmup_steps=int(t.warmup_ratio *
                                        self.total_steps), num_training_steps=self.total_steps)
         self.engine = None
+        self.ddp = None
+        if self.ds_config is None and self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Gradients are averaged across processes; saving uses the unwrapped self.model.
+            # Some parameters get no gradient in a step (e.g. the vision tower on a text-only batch).
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if
+                                               self.device.type == "cuda" else None, find_unused_parameters=True)
         if self.ds_config is not None:
             import deepspeed
 
@@ -254,7 +262,7 @@ class TrainRecipe:
 
         cfg, t = self.cfg, self.cfg.train
         collate = Collator(self.processor.tokenizer.pad_token_id)
-        model = self.engine or self.model
+        model = self.engine or self.ddp or self.model
         for epoch in range(self.state["epoch"], t.epochs):
             batches, info = self._epoch_batches(epoch)
             self._log("epoch_start", epoch=epoch, sizes=self.state["sizes"], **info)
@@ -466,12 +474,17 @@ class TrainRecipe:
             f.write(json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n")
 
     def _init_distributed(self) -> None:
-        import deepspeed
+        import torch
 
         for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port())), ("RANK", "0"),
                            ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
             os.environ.setdefault(key, value)
-        deepspeed.init_distributed()
+        if self.ds_config is not None:
+            import deepspeed
+
+            deepspeed.init_distributed()
+        else:
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
     def _barrier(self) -> None:
         import torch.distributed as dist

@@ -234,3 +234,28 @@ def test_validate_from_the_command_line_with_overrides(capsys, small_corpus, tmp
     assert json.loads(captured.out)["epoch_sizes"]["scoring"] > 0
     assert main(["train", "--validate", str(TINY), *overrides(small_corpus, tmp_path), "train.epoch=1"]) == 2
     assert "Did you mean epochs" in capsys.readouterr().err
+
+
+def test_two_processes_under_torchrun_share_the_epoch(small_corpus, tmp_path):
+    out = tmp_path / "ddp"
+    args = overrides(small_corpus, out, "train.epochs=1", "mix.ratios=null", "mix.sizes={scoring: 8, interpreting: 8}",
+                     "train.batch_size=2", "train.save_every_steps=2", "train.log_every=1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29531", "-m", "qsit.cli", "train", str(TINY), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    # 16 records, batch 2, two processes: each runs 4 of the 8 batches.
+    assert max(e["step"] for e in log if e["event"] == "train") == 4
+    assert (out / "final" / "config.json").is_file()
+
+
+def test_gradient_checkpointing_trains(small_corpus, tmp_path):
+    cfg = tiny_cfg(small_corpus, tmp_path / "gc", "train.epochs=1", "train.gradient_checkpointing=true",
+                   "mix.sizes={scoring: 8, interpreting: 8}")
+    recipe = TrainRecipe(cfg, progress=False)
+    recipe.setup()
+    assert recipe.model.is_gradient_checkpointing
+    final = recipe.train()
+    recipe.cleanup()
+    assert (final / "config.json").is_file()
