@@ -153,7 +153,11 @@ class TrainRecipe:
             for p in model.model.vision_tower.parameters():
                 p.requires_grad_(False)
         if t.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # Newer transformers 5.x call it activation checkpointing; earlier 5.x only know the old name.
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         if cfg.lora is not None:
             from peft import LoraConfig, get_peft_model
