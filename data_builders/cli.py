@@ -114,8 +114,12 @@ def cmd_synthetic(args) -> int:
 
     cfg = SyntheticConfig(size=args.size, crops_per_photo=args.crops_per_photo,
                           ladders_per_crop=args.ladders_per_crop, train_scenes=args.train_scenes,
-                          test_scenes=args.test_scenes, seed=args.seed)
-    m = build_synthetic(args.out, cfg)
+                          test_scenes=args.test_scenes, photos=args.photos,
+                          package_photos=not args.no_package_photos, seed=args.seed)
+    try:
+        m = build_synthetic(args.out, cfg)
+    except FileNotFoundError as e:
+        raise BuildError(str(e)) from None
     p = m["d1_conversion_precision"]
     print(f"qsit: {m['images']} images ({m['splits']}) in {m['seconds']} s; records {m['records']}; "
           f"test sets {m['test_sets']}", file=sys.stderr)
@@ -189,6 +193,8 @@ def add_build_parser(sub) -> None:
     p.add_argument("--ladders-per-crop", type=int, default=4)
     p.add_argument("--train-scenes", type=int, default=10)
     p.add_argument("--test-scenes", type=int, default=4)
+    p.add_argument("--photos", help="a folder of extra pristine photos (every fifth held out for the tests)")
+    p.add_argument("--no-package-photos", action="store_true", help="only --photos and drawn scenes")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

@@ -30,6 +30,8 @@ class Source:
     def load(self) -> Image.Image:
         if self.seed is not None:
             return draw_scene(self.seed)[0]
+        if self.package == "":
+            return Image.open(self.filename).convert("RGB")
         import importlib
 
         folder = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets", "images")}[self.package]
@@ -142,6 +144,19 @@ def draw_scene(seed: int, size: tuple[int, int] = (320, 240)) -> tuple[Image.Ima
                  (f"What colour {'is the' if n == 1 else 'are the'} {plural}?", colour.capitalize() + "."),
                  ("What colour is the sky?", sky_name.capitalize() + "."))
     return img, caption, questions
+
+
+def folder_sources(folder: str | Path) -> list[Source]:
+    """A user's folder of pristine photos (DIV2K, KADIS-700k style), one source per file, sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"photos folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif",
+                                                                        ".tiff", ".webp"))
+    if not files:
+        raise FileNotFoundError(f"no photos (png/jpg/...) in {root}")
+    return [Source(f"photo-{p.relative_to(root).with_suffix('').as_posix().replace('/', '-')}", "a photograph",
+                   (), filename=str(p)) for p in files]
 
 
 def scene_source(seed: int) -> Source:

@@ -22,6 +22,9 @@ with their own seeds, never used in training:
   ``correct_ans``, ``type`` (0 yes-or-no, 1 what, 2 how), ``concern`` (0 distortion,
   1 other, 2 in-context distortion; the rule-based writer makes no concern-3 questions);
 * ``tests/lldescribe.json`` — ``img_path``, ``golden_description``.
+
+``dev/`` holds the same three files built from the validation crops (training
+photos, never test ones): for model selection and the mix search.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from data_builders.d2 import (
     rule_based_qa,
 )
 from data_builders.distortions import DISTORTIONS, REGIONS, apply
-from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, scene_source
+from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, folder_sources, scene_source
 from qsit.records import IMAGE_MARKER, Record
 
 PREFIX = "synthetic"
@@ -67,6 +70,10 @@ class SyntheticConfig:
     """Share of ladders confined to one region (for distortions that allow it)."""
     val_fraction: float = 0.1
     """Share of training crops held out as validation (with all their ladders)."""
+    photos: str | None = None
+    """A folder of extra pristine photos; every fifth (sorted by name) is held out for the test sets."""
+    package_photos: bool = True
+    """Use the photos inside installed packages (off: only ``photos`` and drawn scenes)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -127,7 +134,11 @@ def pseudo_mos_ladder(similarities: list[float]) -> list[float]:
 
 def _sources(cfg: SyntheticConfig) -> list[tuple[Source, str, int]]:
     """(source, split, number of crops): photos and scenes, test ones held out by name or seed."""
-    out = [(s, "test" if s.key in TEST_PHOTOS else "train", cfg.crops_per_photo) for s in PHOTOS]
+    out = [(s, "test" if s.key in TEST_PHOTOS else "train", cfg.crops_per_photo) for s in PHOTOS
+           if cfg.package_photos]
+    if cfg.photos:
+        out += [(s, "test" if i % 5 == 4 else "train", cfg.crops_per_photo)
+                for i, s in enumerate(folder_sources(cfg.photos))]
     out += [(scene_source(1000 + i), "train", 1) for i in range(cfg.train_scenes)]
     out += [(scene_source(9000 + i), "test", 1) for i in range(cfg.test_scenes)]
     return out
@@ -147,6 +158,9 @@ def render_corpus(out: Path, cfg: SyntheticConfig, progress: bool = True) -> lis
     with tqdm(total=total, desc="synthetic images", unit="img", disable=not progress) as bar:
         for si, (source, split, n_crops) in enumerate(plan):
             photo = source.load()
+            # The whole pristine photo, by split: the perception stage draws tiles from photos/train.
+            (out / "photos" / split).mkdir(parents=True, exist_ok=True)
+            photo.save(out / "photos" / split / f"{source.key}.png")
             for c in range(n_crops):
                 rng = np.random.default_rng([cfg.seed, si, c])
                 base = f"{source.key}_c{c}"
@@ -239,6 +253,8 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
                                           "image_prefix": PREFIX, "problems": []})
 
     tests = write_test_sets(out, [it for it in items if it.split == "test"], qas, cfg.seed)
+    # The same formats from the validation crops: dev sets for model selection and mix searches.
+    write_test_sets(out, [it for it in items if it.split == "val"], qas, cfg.seed, folder="dev")
     manifest = {
         "builder": "synthetic", "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 1),
         "images": len(items), "splits": {s: sum(it.split == s for it in items) for s in ("train", "val", "test")},
@@ -251,8 +267,9 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
     return manifest
 
 
-def write_test_sets(out: Path, test_items: list[CorpusImage], qas: dict[str, QualityQA], seed: int) -> dict:
-    folder = out / "tests"
+def write_test_sets(out: Path, test_items: list[CorpusImage], qas: dict[str, QualityQA], seed: int,
+                    folder: str = "tests") -> dict:
+    folder = out / folder
     folder.mkdir(exist_ok=True)
     iqa = [{"img_path": it.path, "gt_score": it.mos} for it in test_items]
     rng = random.Random(seed)

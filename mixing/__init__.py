@@ -1,1 +1,1 @@
-"""Ratio sweeps on a small model, polynomial fits, and mix plans (Q-SiT Algorithm 1)."""
+"""The coarse-grained mix search (Q-SiT Algorithm 1, steps 1–2): fits, search strategies, plans."""

@@ -208,7 +208,7 @@ def cmd_train(args) -> int:
         print(_json.dumps(report, indent=2))
         print(f"qsit: {args.config} is valid", file=sys.stderr)
         return 0
-    final = run(cfg)
+    final = run(cfg).final
     print(f"qsit: trained; the model is in {final} (qsit assess IMAGE --model {final})", file=sys.stderr)
     return 0
 
@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     from evals.cli import add_eval_parser
 
     add_eval_parser(sub, _add_model_args, load_assessor)
+
+    from mixing.cli import add_mix_parser
+
+    add_mix_parser(sub)
 
     p = sub.add_parser("train", help="fine-tune a LLaVA-OneVision checkpoint (see qsit/configs/train/)")
     p.add_argument("config", help="experiment YAML")

@@ -32,6 +32,32 @@ from qsit.train_config import KINDS, ConfigError, TrainConfig
 DEEPSPEED_DIR = Path(__file__).parent / "configs" / "deepspeed"
 
 
+@dataclass
+class TrainResult:
+    """What a run returns: where the model is and what happened, so callers never parse logs."""
+
+    final: Path
+    """The checkpoint ``Assessor.from_pretrained`` loads."""
+    stage: str
+    epochs: list[dict]
+    """Per epoch: val_loss per kind, L_S/L_I ratio, action, sizes before and after."""
+    reference_ratio: float | None
+    global_steps: int
+    perception: dict | None = None
+    """A perception stage's last held-out metrics."""
+
+    @property
+    def val_loss(self) -> dict[str, float]:
+        """The last epoch's validation loss per kind."""
+        return self.epochs[-1]["val_loss"] if self.epochs else {}
+
+    @property
+    def loss_ratio(self) -> float | None:
+        """L_S / L_I after the last epoch (λ, when this is the chosen run of a mix search)."""
+        v = self.val_loss
+        return v["scoring"] / v["interpreting"] if v.get("scoring") and v.get("interpreting") else None
+
+
 # ---------------------------------------------------------------- data
 @dataclass
 class Item:
@@ -99,6 +125,16 @@ def validate(cfg: TrainConfig, check_images: int = 20) -> dict:
         report["model"] = f"{cfg.model} ({'local folder' if local.exists() else 'hub id'})"
     else:
         report["model"] = "tiny (random weights, built at setup)"
+    if cfg.stage == "perception":
+        from qsit.perception import find_photos
+
+        try:
+            photos = find_photos(cfg.perception.photos)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        report.update(stage="perception", photos=len(photos), held_out_photos=cfg.perception.val_photos,
+                      steps=cfg.perception.steps)
+        return report
     items = load_sources(cfg)
     pools = {k: sum(1 for r, _ in items if r.kind == k and r.split == "train") for k in KINDS}
     vals = {k: sum(1 for r, _ in items if r.kind == k and r.split == "val") for k in KINDS}
@@ -149,6 +185,9 @@ class TrainRecipe:
         model_path = self._model_path()
         self.processor = AutoProcessor.from_pretrained(model_path)
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_path, dtype=torch.float32)
+        if cfg.stage == "perception":
+            self.model = model.to(self.device)
+            return  # the tower trains alone, on tiles drawn on the fly (qsit.perception)
         if t.freeze_vision:
             for p in model.model.vision_tower.parameters():
                 p.requires_grad_(False)
@@ -258,7 +297,12 @@ class TrainRecipe:
                 "records": len(chosen)}
         return [[chosen[i] for i in b] for b in mine], info
 
-    def train(self) -> Path:
+    def train(self) -> TrainResult:
+        if self.cfg.stage == "perception":
+            from qsit.perception import train_perception
+
+            final, metrics, steps = train_perception(self)
+            return TrainResult(final, "perception", [], None, steps, metrics)
         import torch
         from tqdm.auto import tqdm
 
@@ -325,7 +369,8 @@ class TrainRecipe:
             self.state.update(epoch=epoch + 1, step_in_epoch=0, sizes=decision.sizes)
             self.save_checkpoint(f"epoch-{epoch + 1}")
             self.plot()
-        return self.finalize()
+        return TrainResult(self.finalize(), "chat", list(self.state["history"]), cfg.mix.reference_ratio,
+                           self.state["global_step"])
 
     def validation_losses(self) -> dict[str, float]:
         """Token-weighted mean loss per kind on the validation records (L_S, L_I, L_G)."""
@@ -530,7 +575,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(cfg: TrainConfig, progress: bool = True, stop_after_steps: int | None = None) -> Path:
+def run(cfg: TrainConfig, progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     recipe = TrainRecipe(cfg, progress=progress, stop_after_steps=stop_after_steps)
     recipe.setup()
     try:

@@ -56,6 +56,7 @@ class TinyConfig:
     patch_size: int = 8
     vision_hidden: int = 32
     vision_layers: int = 2
+    vision_heads: int = 2
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4
@@ -136,7 +137,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, config: TinyConfig | None 
         vision_config=SiglipVisionConfig(
             image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_hidden,
             intermediate_size=2 * cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
-            num_attention_heads=2, vision_use_head=False,
+            num_attention_heads=cfg.vision_heads, vision_use_head=False,
         ),
         text_config=Qwen2Config(
             vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=2 * cfg.text_hidden,

@@ -17,6 +17,7 @@ import yaml
 from qsit.suggest import did_you_mean
 
 KINDS = ("scoring", "interpreting", "general")
+STAGES = ("chat", "perception")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,23 @@ class DataConfig:
 
 
 @dataclass
+class MixPlan:
+    """The outcome of a coarse mix search (``qsit mix sweep``): what a primary run is trained with."""
+
+    ratios: dict[str, float]
+    """Records per epoch relative to the base kind, e.g. {scoring: 1, interpreting: 2.50, general: 1.04}."""
+    base: str = "scoring"
+    reference_ratio: float | None = None
+    """λ = L_S / L_I of the chosen small-model run's validation."""
+    stage_ratios: dict[str, float] = field(default_factory=dict)
+    """The fitted ratios: d2_d3 = |D2|/|D3|, mix_d1 = |D2+D3|/|D1|."""
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    """Bootstrap confidence interval of each fitted ratio."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Sweep config, ledger, run ids behind each fit, flags (at_edge, flat)."""
+
+
+@dataclass
 class MixConfig:
     sizes: dict[str, int] | None = None
     """Records per epoch for each kind (scoring, interpreting, general)."""
@@ -51,6 +69,8 @@ class MixConfig:
     """Relative growth of D1 or of D2+D3 per adjustment."""
     tolerance: float = 0.05
     """No change while L'_S/L'_I is within this relative band around λ."""
+    plan: MixPlan | None = None
+    """Where ratios and λ came from; when given, ratios, base and reference_ratio must match it."""
 
 
 @dataclass
@@ -61,6 +81,28 @@ class LoraConfig:
     target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     """Module names in the language model that get adapters."""
+
+
+@dataclass
+class PerceptionConfig:
+    """The perception stage (``stage: perception``): the vision tower learns low-level quality."""
+
+    photos: list[str] = field(default_factory=list)
+    """Folders of pristine *training* photos (``qsit build synthetic`` writes ``photos/train``)."""
+    steps: int = 1500
+    batch_size: int = 48
+    lr: float = 1e-3
+    distortions: list[str] | None = None
+    """Distortion keys to draw from (default: all of the corpus's)."""
+    val_photos: int = 3
+    """Photos held out of this stage to report how well it carries over to unseen photos."""
+    val_samples: int = 480
+    eval_every: int = 250
+    save_every: int = 100
+    workers: int = 1
+    """Processes drawing distorted tiles while the tower trains."""
+    corpus_side: int = 256
+    """Photos are shrunk to at most twice this, so tiles match the scale the chat stages see."""
 
 
 @dataclass
@@ -102,6 +144,9 @@ class TrainConfig:
     deepspeed: str | None = None
     """zero2, zero3 (the shipped configs) or a path to a DeepSpeed JSON."""
     preset: str = "qsit"
+    stage: str = "chat"
+    """chat (records → language-model loss) or perception (the vision tower alone, see qsit.perception)."""
+    perception: PerceptionConfig | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -191,6 +236,15 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("train.lr must be positive")
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    if cfg.stage == "perception":
+        p = cfg.perception
+        if p is None or not p.photos:
+            raise ConfigError("stage perception needs perception.photos: folders of pristine training photos")
+        if p.steps < 1 or p.batch_size < 2 or p.lr <= 0 or p.val_photos < 0:
+            raise ConfigError("perception.steps >= 1, batch_size >= 2, lr > 0 and val_photos >= 0 are required")
+        return
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty: give at least one build output folder")
     m = cfg.mix
@@ -208,3 +262,10 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("mix.reference_ratio (λ) must be positive")
     if not 0 < m.step <= 1 or not 0 <= m.tolerance < 1:
         raise ConfigError("mix.step must be in (0, 1] and mix.tolerance in [0, 1)")
+    if m.plan is not None:
+        same = (m.ratios is not None and {k: round(v, 6) for k, v in m.ratios.items()} ==
+                {k: round(v, 6) for k, v in m.plan.ratios.items()} and m.base == m.plan.base
+                and m.reference_ratio == m.plan.reference_ratio)
+        if not same:
+            raise ConfigError("mix.ratios, mix.base and mix.reference_ratio must match mix.plan (edit both or "
+                              "drop mix.plan)")

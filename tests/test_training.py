@@ -25,13 +25,29 @@ def overrides(corpus, out, *extra):
             + "]", *extra]
 
 
+def stage_overrides(path, corpus, out):
+    """Shipped configs point at the default corpus; tests point them at the small one."""
+    if load_config_raw(path).get("stage") == "perception":
+        return [f"output_dir={out}", f"perception.photos=[{corpus / 'photos' / 'train'}]"]
+    return overrides(corpus, out)
+
+
+def load_config_raw(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
 # ---------------------------------------------------------------- configs
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_validates(path, small_corpus, tmp_path):
-    cfg = load_config(path, overrides(small_corpus, tmp_path))
+    cfg = load_config(path, stage_overrides(path, small_corpus, tmp_path))
     report = validate(cfg)
+    if cfg.stage == "perception":
+        assert report["photos"] > cfg.perception.val_photos
+        return
     assert report["train_pools"]["scoring"] > 0 and report["epoch_sizes"]["scoring"] > 0
     if cfg.deepspeed:
         assert report["deepspeed"].startswith("ZeRO stage")
@@ -149,7 +165,11 @@ def tiny_cfg(corpus, out, *extra):
 def test_a_few_dozen_steps_lower_the_loss(small_corpus, tmp_path):
     cfg = tiny_cfg(small_corpus, tmp_path / "run", "train.epochs=6", "mix.sizes={scoring: 16, interpreting: 8}",
                    "train.lr=3e-3")
-    final = run(cfg, progress=False)
+    result = run(cfg, progress=False)
+    final = result.final
+    assert [e["val_loss"] for e in result.epochs] == [json.loads(x)["val_loss"] for x in
+                                                      (tmp_path / "run" / "mix_log.jsonl").read_text().splitlines()]
+    assert result.loss_ratio == pytest.approx(result.val_loss["scoring"] / result.val_loss["interpreting"])
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in log if e["event"] == "train"]
     assert len(losses) == 36
@@ -175,12 +195,12 @@ def weights(folder):
 
 def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path):
     straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5"),
-                   progress=False)
+                   progress=False).final
     cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5")
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=False, stop_after_steps=9)  # mid-way through epoch 2 (6 batches per epoch)
     assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step-9"
-    resumed = run(cfg, progress=False)
+    resumed = run(cfg, progress=False).final
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -197,7 +217,7 @@ def test_lora_train_merge_and_load(small_corpus, tmp_path):
     recipe.setup()
     trainable = [n for n, p in recipe.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
-    final = recipe.train()
+    final = recipe.train().final
     recipe.cleanup()
     assert (tmp_path / "lora" / "checkpoints" / "epoch-1" / "model" / "adapter_config.json").is_file()
     merged = weights(final)
@@ -257,6 +277,6 @@ def test_gradient_checkpointing_trains(small_corpus, tmp_path):
     recipe.setup()
     m = recipe.model
     assert getattr(m, "is_activation_checkpointing", None) or m.is_gradient_checkpointing
-    final = recipe.train()
+    final = recipe.train().final
     recipe.cleanup()
     assert (final / "config.json").is_file()

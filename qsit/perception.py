@@ -1,0 +1,319 @@
+"""The perception stage: teach a LLaVA-OneVision vision tower low-level quality before any chat.
+
+LLaVA's towers come pretrained; a tower trained from scratch on a few dozen
+photos learns *which photo* it sees, not *how damaged* it is. This stage
+shows the tower tiles exactly as the anyres processor cuts them (the tower's
+own tile size, native pixels) from pristine training photos, distorted on the
+fly every step — a fresh family, severity, crop position, scale and flip each
+time — and trains it, through small heads on its mean-pooled last features
+(the same features the projector receives), to tell
+
+* the distortion (one of the corpus's distortions, or none),
+* its severity (0..5, as a regression), and
+* a pseudo-MOS of the tile (``100·SSIM₂³`` against its pristine tile, the
+  corpus's own formula).
+
+The rest of the checkpoint (projector, language model) is saved unchanged, so
+the next stage of the same recipe starts from it. Photos held out of a chat
+stage's test sets must be held out here too: ``photos`` are folders of
+*training* photos (``qsit build synthetic`` writes them to ``photos/train``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def find_photos(folders: list[str | os.PathLike]) -> list[Path]:
+    """Every image file under the given folders, sorted (so a seed gives the same split)."""
+    out: list[Path] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileNotFoundError(f"perception photos folder {root} does not exist")
+        out += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not out:
+        raise FileNotFoundError(f"no photos (png/jpg/...) under {', '.join(map(str, folders))}")
+    return out
+
+
+@dataclass
+class Sample:
+    pixels: np.ndarray
+    """(3, tile, tile) float32, normalised the way the processor normalises."""
+    distortion: int
+    """Index into the distortion list; len(list) means pristine."""
+    severity: int
+    mos: float
+
+
+class TileSampler:
+    """Draws distorted native-pixel tiles from photos; pure NumPy/Pillow, seeded per draw."""
+
+    def __init__(self, photos: list[Path], tile: int, distortions: list[str], mean, std,
+                 scale_range: tuple[float, float] = (0.45, 1.0), pristine_fraction: float = 1 / 6,
+                 corpus_side: int = 256):
+        from PIL import Image
+
+        from qsit.images import load_image
+
+        self.tile = tile
+        self.distortions = distortions
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.scale_range = scale_range
+        self.pristine_fraction = pristine_fraction
+        # Photos are kept at most twice the corpus size: a tile then covers what a tile of a
+        # corpus image (or of a user photo after the processor's resize) covers, give or take the scale.
+        self.photos = []
+        for p in photos:
+            img = load_image(p).image
+            f = min(1.0, 2 * corpus_side / max(img.size))
+            if f < 1:
+                img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.LANCZOS)
+            self.photos.append(np.asarray(img, dtype=np.float64) / 255)
+
+    def draw(self, rng: np.random.Generator) -> Sample:
+        from PIL import Image
+
+        from data_builders.distortions import apply
+        from data_builders.synthetic import similarity
+
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        h, w = photo.shape[:2]
+        # A context window a little larger than the tile, so blurs and warps have real neighbours.
+        side = self.tile + self.tile // 2
+        scale = rng.uniform(*self.scale_range)
+        src = max(8, min(h, w, int(round(side / scale))))
+        y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
+        window = photo[y:y + src, x:x + src]
+        if src != side:
+            im = Image.fromarray((window * 255 + 0.5).astype(np.uint8)).resize((side, side), Image.LANCZOS)
+            window = np.asarray(im, dtype=np.float64) / 255
+        if rng.random() < 0.5:
+            window = window[:, ::-1]
+        if rng.random() < self.pristine_fraction:
+            d, sev, out = len(self.distortions), 0, window
+        else:
+            d = int(rng.integers(len(self.distortions)))
+            sev = int(rng.integers(1, 6))
+            out = apply(window, self.distortions[d], sev, rng)
+        o = (side - self.tile) // 2
+        ref_tile, tile = window[o:o + self.tile, o:o + self.tile], out[o:o + self.tile, o:o + self.tile]
+        mos = 100.0 if sev == 0 else 100.0 * max(similarity(ref_tile, tile), 0.0) ** 3
+        pixels = (np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32) - self.mean) / self.std
+        return Sample(pixels, d, sev, float(mos))
+
+
+def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, workers: int):
+    """Step-indexed batches (each step's RNG depends only on seed and step, so resuming is exact)."""
+    import torch
+
+    class _Steps(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1 << 30
+
+        def __getitem__(self, step):
+            rng = np.random.default_rng([seed, start_step + step])
+            samples = [sampler.draw(rng) for _ in range(batch_size)]
+            return (torch.from_numpy(np.stack([s.pixels for s in samples])),
+                    torch.tensor([s.distortion for s in samples]),
+                    torch.tensor([s.severity for s in samples], dtype=torch.float32),
+                    torch.tensor([s.mos for s in samples], dtype=torch.float32))
+
+    return iter(torch.utils.data.DataLoader(_Steps(), batch_size=None, num_workers=workers,
+                                            persistent_workers=workers > 0))
+
+
+def perception_heads(hidden: int, n_classes: int):
+    import torch
+
+    return torch.nn.ModuleDict({
+        "distortion": torch.nn.Linear(hidden, n_classes),
+        "severity": torch.nn.Linear(hidden, 1),
+        "mos": torch.nn.Linear(hidden, 1),
+    })
+
+
+def tower_features(vision_tower, pixels):
+    """Mean of the tower's last hidden states: what the projector sees, pooled."""
+    return vision_tower(pixel_values=pixels).last_hidden_state.mean(1)
+
+
+def head_outputs(heads, feats) -> dict:
+    return {"distortion": heads["distortion"](feats), "severity": heads["severity"](feats).squeeze(-1) * 5,
+            "mos": heads["mos"](feats).squeeze(-1) * 100}
+
+
+def losses(out: dict, distortion, severity, mos) -> dict:
+    import torch.nn.functional as F
+
+    return {"distortion": F.cross_entropy(out["distortion"], distortion),
+            "severity": F.mse_loss(out["severity"] / 5, severity / 5),
+            "mos": F.mse_loss(out["mos"] / 100, mos / 100)}
+
+
+def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
+    """Held-out metrics: distortion accuracy, severity and pseudo-MOS SRCC."""
+    import torch
+    from scipy.stats import spearmanr
+
+    preds = {"distortion": [], "severity": [], "mos": []}
+    truth = {"distortion": [], "severity": [], "mos": []}
+    vision_tower.eval()
+    with torch.no_grad():
+        for pixels, d, sev, mos in batches:
+            out = head_outputs(heads, tower_features(vision_tower, pixels))
+            preds["distortion"].append(out["distortion"].argmax(-1))
+            preds["severity"].append(out["severity"])
+            preds["mos"].append(out["mos"])
+            for k, v in (("distortion", d), ("severity", sev), ("mos", mos)):
+                truth[k].append(v)
+    vision_tower.train()
+    p = {k: torch.cat(v).numpy() for k, v in preds.items()}
+    t = {k: torch.cat(v).numpy() for k, v in truth.items()}
+    distorted = t["distortion"] < n_classes - 1
+    return {"distortion_accuracy": float((p["distortion"] == t["distortion"]).mean()),
+            "severity_srcc": float(spearmanr(p["severity"][distorted], t["severity"][distorted])[0]),
+            "mos_srcc": float(spearmanr(p["mos"], t["mos"])[0])}
+
+
+def train_perception(recipe) -> tuple[Path, dict | None, int]:
+    """Run the perception stage of ``recipe`` (a TrainRecipe after setup).
+
+    Returns the final checkpoint, the last held-out metrics and the number of steps.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    from data_builders.distortions import DISTORTIONS
+
+    cfg, pc = recipe.cfg, recipe.cfg.perception
+    model = recipe.model
+    tower = model.model.vision_tower
+    ip = recipe.processor.image_processor
+    tile = int(ip.size["height"])
+    names = pc.distortions or list(DISTORTIONS)
+    unknown = [n for n in names if n not in DISTORTIONS]
+    if unknown:
+        from qsit.train_config import ConfigError
+
+        raise ConfigError(f"perception.distortions: unknown {unknown}; known: {', '.join(DISTORTIONS)}")
+    photos = find_photos(pc.photos)
+    val_photos = random.Random(cfg.train.seed).sample(photos, min(pc.val_photos, len(photos) - 1))
+    train_photos = [p for p in photos if p not in val_photos]
+    n_classes = len(names) + 1
+    heads = perception_heads(tower.config.hidden_size, n_classes)
+    make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side)  # noqa: E731
+    train_sampler, val_sampler = make(train_photos), make(val_photos) if val_photos else None
+    params = [p for p in tower.parameters()] + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=int(0.03 * pc.steps),
+                              num_training_steps=pc.steps)
+    state = {"step": 0, "losses": [], "val": []}
+    ckpt = recipe.out / "checkpoints" / "perception.pt"
+    if ckpt.is_file():
+        saved = torch.load(ckpt, weights_only=False)
+        tower.load_state_dict(saved["tower"])
+        heads.load_state_dict(saved["heads"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        print(f"qsit: resuming the perception stage at step {state['step']}", file=sys.stderr)
+    recipe._log("perception_data", train_photos=[str(p) for p in train_photos],
+                val_photos=[str(p) for p in val_photos], distortions=names, tile=tile)
+    val_batches = None
+    if val_sampler is not None:
+        draws = _batches(val_sampler, pc.batch_size, cfg.train.seed + 7919, 0, 0)
+        val_batches = [next(draws) for _ in range(max(1, pc.val_samples // pc.batch_size))]
+
+    def save() -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state}, tmp)
+        os.replace(tmp, ckpt)
+
+    tower.train()
+    batches = _batches(train_sampler, pc.batch_size, cfg.train.seed, state["step"], pc.workers)
+    bar = tqdm(total=pc.steps, initial=state["step"], desc="perception", unit="step", disable=not recipe.progress)
+    t0 = time.perf_counter()
+    while state["step"] < pc.steps:
+        pixels, d, sev, mos = next(batches)
+        parts = losses(head_outputs(heads, tower_features(tower, pixels)), d, sev, mos)
+        loss = sum(parts.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        state["losses"].append([state["step"], {k: float(v.detach()) for k, v in parts.items()}])
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        bar.update(1)
+        last = state["step"] == pc.steps
+        if val_batches and (state["step"] % pc.eval_every == 0 or last):
+            metrics = evaluate(tower, heads, val_batches, n_classes)
+            state["val"].append([state["step"], metrics])
+            recipe._log("perception_val", step=state["step"], **metrics)
+            bar.write(f"perception step {state['step']}: held-out photos " +
+                      ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        if state["step"] % pc.save_every == 0 or last:
+            save()
+        if recipe.stop_after_steps and state["step"] >= recipe.stop_after_steps:
+            save()
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after {recipe.stop_after_steps} steps (as asked)")
+    bar.close()
+    recipe._log("perception_done", steps=state["step"], seconds=round(time.perf_counter() - t0, 1))
+    plot_perception(state, recipe.out / "perception.png")
+    final = recipe.out / "final"
+    model.save_pretrained(final)
+    recipe.processor.save_pretrained(final)
+    torch.save(heads.state_dict(), final / "perception_heads.pt")
+    (final / "qsit_train.json").write_text(json.dumps({
+        "config": cfg.to_dict(), "stage": "perception", "steps": state["step"], "distortions": names,
+        "val": state["val"][-1][1] if state["val"] else None}, indent=2))
+    return final, state["val"][-1][1] if state["val"] else None, state["step"]
+
+
+def plot_perception(state: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = [s for s, _ in state["losses"]]
+    for key in ("distortion", "severity", "mos"):
+        values = np.array([v[key] for _, v in state["losses"]])
+        k = max(1, len(values) // 100)  # a moving mean, so the trend reads through the noise
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    for key in ("distortion_accuracy", "severity_srcc", "mos_srcc"):
+        pts = [(s, m[key]) for s, m in state["val"]]
+        if pts:
+            bx.plot(*zip(*pts, strict=True), "o-", label=key)
+    bx.set_xlabel("step")
+    bx.set_ylabel("held-out photos")
+    bx.set_ylim(0, 1)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

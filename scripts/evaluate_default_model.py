@@ -1,0 +1,233 @@
+"""The default model's targets, measured on a corpus's held-out test sets and on an unseen photo.
+
+    python scripts/evaluate_default_model.py --corpus data/qsit-tiny-corpus --out runs/qsit-tiny/eval
+        [--model DIR] [--explain-sample 150] [--photo PATH]
+
+Measures (pseudo-MOS from synthetic distortions, not human opinion):
+
+* scoring: SRCC, PLCC and their mean against the pseudo-MOS (``tests/iqa.json``);
+* LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong;
+* on a sample of distorted test images, how often the explanation names the distortion's
+  family, and how often the level it concludes with equals the scored level (agreement);
+* on a photo in none of the corpus sources (matplotlib's Grace Hopper portrait by default),
+  whether blur, noise, JPEG and darkening at three severities each score below the clean photo
+  and monotonically lower with severity.
+
+Writes ``targets.json``, ``targets.md``, a scatter of predicted score vs pseudo-MOS, a score
+histogram per level of the pseudo-MOS, and the monotonicity plot. Evaluation caches (scores,
+answers) live beside them, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# How an explanation may name each distortion family (the corpus's own words, and plain synonyms).
+FAMILY_WORDS = {
+    "noise": ("noise", "noisy", "grain"),
+    "blur": ("blur", "blurry", "out of focus"),
+    "compression": ("jpeg", "compression", "pixelat", "blocky"),
+    "exposure": ("exposure", "overexposed", "underexposed", "bright", "dark", "contrast"),
+    "weather": ("snow", "frost", "fog"),
+    "geometry": ("deformation", "warp"),
+}
+MONOTONIC_DISTORTIONS = ("defocus_blur", "gaussian_noise", "jpeg", "underexposure")
+MONOTONIC_SEVERITIES = (1, 3, 5)
+CONCLUSION = re.compile(r"quality of the image is (\w+)", re.IGNORECASE)
+
+
+def names_family(text: str, family: str) -> bool:
+    low = text.lower()
+    return any(w in low for w in FAMILY_WORDS[family])
+
+
+def concluded_level(text: str) -> str | None:
+    from qsit.levels import LEVELS
+
+    found = [m.lower() for m in CONCLUSION.findall(text)]
+    found = [w for w in found if w in LEVELS]
+    return found[-1] if found else None
+
+
+def default_unseen_photo() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0) -> dict:
+    """Scores of the clean photo and of each distortion at three severities (corpus size, fixed seed)."""
+    from PIL import Image
+
+    from data_builders.distortions import apply
+    from qsit.images import load_image
+
+    img = load_image(photo).image
+    f = size / max(img.size)
+    img = img.resize((round(img.width * f), round(img.height * f)), Image.LANCZOS)
+    x = np.asarray(img, dtype=np.float64) / 255
+    images, labels = [img], [("clean", 0)]
+    for key in MONOTONIC_DISTORTIONS:
+        for sev in MONOTONIC_SEVERITIES:
+            y = apply(x, key, sev, np.random.default_rng(seed))
+            images.append(Image.fromarray((y * 255 + 0.5).astype(np.uint8)))
+            labels.append((key, sev))
+    scores = [r.score for r in assessor.score(images)]
+    clean = scores[0]
+    out = {"photo": str(photo), "clean": clean, "distortions": {}}
+    for key in MONOTONIC_DISTORTIONS:
+        ladder = [s for (k, _), s in zip(labels, scores, strict=True) if k == key]
+        chain = [clean, *ladder]
+        out["distortions"][key] = {"scores": ladder,
+                                   "monotonic": all(a > b for a, b in zip(chain, chain[1:], strict=False))}
+    out["all_monotonic"] = all(d["monotonic"] for d in out["distortions"].values())
+    return out
+
+
+def explanation_checks(assessor, corpus: Path, out: Path, n: int, seed: int = 0) -> dict:
+    """Family named and score/explanation agreement on ``n`` distorted test images (cached, resumable)."""
+    from tqdm.auto import tqdm
+
+    from data_builders.distortions import DISTORTIONS
+    from evals.common import SampleCache
+
+    d1 = [json.loads(line) for line in (corpus / "d1" / "records.jsonl").open()]
+    tests = [r for r in d1 if r["split"] == "test"]
+    key_of = {k: k for k in DISTORTIONS}
+    distorted = []
+    for r in tests:
+        stem = Path(r["images"][0]).stem  # e.g. motion_blur_left_s3 or pristine
+        if stem == "pristine":
+            continue
+        key = next(k for k in sorted(key_of, key=len, reverse=True) if stem.startswith(k))
+        distorted.append((r, key))
+    distorted.sort(key=lambda rk: rk[0]["id"])
+    sample = random.Random(seed).sample(distorted, min(n, len(distorted)))
+    cache = SampleCache(out / "explain_cache.jsonl")
+    rows = []
+    for r, key in tqdm(sample, desc="explanations", unit="img"):
+        path = corpus / r["images"][0].split("/", 1)[1]
+        ck = f"{assessor.model_id}|{r['id']}"
+        if ck not in cache:
+            a = assessor.assess(path, max_new_tokens=96)
+            cache.put(ck, {"level": a.level, "score": a.score, "explanation": a.explanation})
+        got = cache.get(ck)
+        family = DISTORTIONS[key].family
+        rows.append({"id": r["id"], "distortion": key, "family": family, "level": got["level"],
+                     "explanation": got["explanation"], "names_family": names_family(got["explanation"], family),
+                     "concluded": concluded_level(got["explanation"])})
+    n_rows = max(len(rows), 1)
+    return {"images": len(rows),
+            "names_family": sum(r["names_family"] for r in rows) / n_rows,
+            "agreement": sum(r["concluded"] == r["level"] for r in rows) / n_rows,
+            "no_conclusion": sum(r["concluded"] is None for r in rows) / n_rows,
+            "examples": rows[:6]}
+
+
+def plot_monotonic(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for key, d in result["distortions"].items():
+        ax.plot([0, *MONOTONIC_SEVERITIES], [result["clean"], *d["scores"]], "o-", label=key)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel("score (1..5)")
+    ax.set_title(f"unseen photo: {Path(result['photo']).name}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_histogram(samples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qsit.levels import LEVELS, scores_to_levels
+
+    levels = scores_to_levels([s["gt_score"] for s in samples])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for level in LEVELS:
+        xs = [s["score"] for s, lv in zip(samples, levels, strict=True) if lv == level]
+        if xs:
+            ax.hist(xs, bins=np.linspace(1, 5, 33), alpha=0.5, label=f"pseudo-MOS level {level}")
+    ax.set_xlabel("predicted score (1..5)")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(t: dict) -> str:
+    m = t["monotonicity"]
+    lines = [
+        "| target | measured | goal |", "|---|---|---|",
+        f"| scoring (SRCC+PLCC)/2 vs pseudo-MOS | {t['iqa']['mean']:.3f} (SRCC {t['iqa']['srcc']:.3f}, "
+        f"PLCC {t['iqa']['plcc']:.3f}, {t['iqa']['n']} images) | ≥ 0.85 |",
+        f"| LLVisionQA-format accuracy (generate, unparsed = wrong) | {100 * t['llvisionqa']['accuracy']:.1f} % "
+        f"({t['llvisionqa']['unparsed']} unparsed of {t['llvisionqa']['n']}) | ≥ 75 % |",
+        f"| explanation names the distortion family | {100 * t['explain']['names_family']:.1f} % "
+        f"({t['explain']['images']} distorted images) | ≥ 70 % |",
+        f"| explanation's concluding level = scored level | {100 * t['explain']['agreement']:.1f} % | ≥ 90 % |",
+        f"| unseen photo: each distortion monotonically below clean | "
+        f"{sum(d['monotonic'] for d in m['distortions'].values())}/{len(m['distortions'])} "
+        f"({', '.join(k for k, d in m['distortions'].items() if d['monotonic']) or 'none'}) | 4/4 |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from evals.iqa import run_iqa
+    from evals.llvisionqa import load_questions, run_llvisionqa
+    from qsit.assessor import Assessor
+    from qsit.cli import resolve_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", required=True, help="a `qsit build synthetic` folder")
+    p.add_argument("--model", help="checkpoint (default: the embedded default model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--explain-sample", type=int, default=150)
+    p.add_argument("--photo", help="a photo in none of the corpus sources (default: Grace Hopper)")
+    args = p.parse_args(argv)
+    corpus, out = Path(args.corpus), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    assessor = Assessor.from_pretrained(resolve_model(args.model), device="cpu")
+
+    iqa = run_iqa(assessor, {"synthetic": str(corpus / "tests" / "iqa.json")}, corpus, out)["sets"]["synthetic"]
+    samples = [json.loads(line) for line in (out / "iqa_samples.jsonl").open()] \
+        if (out / "iqa_samples.jsonl").is_file() else []
+    if samples:
+        plot_histogram(samples, out / "score_histogram.png")
+    questions, _ = load_questions(corpus / "tests" / "llvisionqa.json", corpus)
+    qa = run_llvisionqa(assessor, questions, corpus, out, mode="generate")["generate"]
+    explain = explanation_checks(assessor, corpus, out, args.explain_sample)
+    mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())
+    plot_monotonic(mono, out / "monotonic.png")
+    targets = {
+        "model": assessor.model_id,
+        "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
+        "llvisionqa": {"accuracy": qa["overall"]["accuracy"], "unparsed": qa["unparsed"], "n": qa["overall"]["n"],
+                       "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()}},
+        "explain": explain, "monotonicity": mono,
+    }
+    (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")
+    (out / "targets.md").write_text(markdown(targets))
+    print(markdown(targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Rebuild the offline corpus and retrain the embedded default model, qsit-tiny, from scratch:
+#   bash scripts/train_default_model.sh            (about an hour on 2 CPU cores; resumable)
+# Every step picks up where it stopped: the corpus is built once, each stage resumes from its
+# last checkpoint, the evaluation from its caches. Set EXPORT=0 to keep qsit/assets untouched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QSIT=${QSIT:-qsit}
+PY=${PYTHON:-python}
+CORPUS=data/qsit-tiny-corpus
+CONFIGS=qsit/configs/train
+if [ ! -f "$CORPUS/manifest.json" ]; then
+  $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20
+fi
+$QSIT train $CONFIGS/qsit-tiny-1-perception.yaml
+$QSIT train $CONFIGS/qsit-tiny-2-scoring.yaml
+$QSIT train $CONFIGS/qsit-tiny-3-mix.yaml
+if [ "${EXPORT:-1}" = 1 ]; then
+  $PY scripts/export_default_model.py runs/qsit-tiny/3-mix/final qsit/assets/qsit-tiny
+  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model qsit/assets/qsit-tiny --out runs/qsit-tiny/eval
+else
+  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model runs/qsit-tiny/3-mix/final --out runs/qsit-tiny/eval
+fi

@@ -1,0 +1,94 @@
+"""The perception stage: tiles as the processor cuts them, distortions drawn on the fly, a tower
+that learns, resume, and the hand-off to a chat stage of the same recipe."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qsit.perception import TileSampler, find_photos
+from qsit.recipe import run, validate
+from qsit.train_config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "qsit" / "configs" / "train"
+STAGE1 = CONFIGS / "qsit-tiny-1-perception.yaml"
+STAGE2 = CONFIGS / "qsit-tiny-2-scoring.yaml"
+MINI = ("tiny_size={image_size: 32, patch_size: 8, vision_hidden: 32, vision_layers: 2, vision_heads: 2, "
+        "text_hidden: 32, text_layers: 1, anyres_max: 4}")
+
+
+def stage1(corpus, out, *extra):
+    return load_config(STAGE1, [f"output_dir={out}", f"perception.photos=[{corpus / 'photos' / 'train'}]", MINI,
+                                "perception.batch_size=8", "perception.val_photos=1", "perception.val_samples=16",
+                                "perception.workers=0", *extra])
+
+
+def test_tiles_are_native_pixels_with_known_labels(small_corpus):
+    photos = find_photos([small_corpus / "photos" / "train"])
+    assert photos and all(p.suffix == ".png" for p in photos)
+    sampler = TileSampler(photos, 32, ["gaussian_noise", "defocus_blur"], [0.5] * 3, [0.5] * 3,
+                          pristine_fraction=0.5)
+    draws = [sampler.draw(np.random.default_rng([3, i])) for i in range(40)]
+    assert all(d.pixels.shape == (3, 32, 32) and d.pixels.dtype == np.float32 for d in draws)
+    assert all(d.pixels.min() >= -1.0 and d.pixels.max() <= 1.0 for d in draws)  # normalised like the processor
+    pristine = [d for d in draws if d.distortion == 2]
+    damaged = [d for d in draws if d.distortion < 2]
+    assert pristine and damaged
+    assert all(d.severity == 0 and d.mos == 100.0 for d in pristine)
+    assert all(1 <= d.severity <= 5 and d.mos < 100.0 for d in damaged)
+    # Same seed, same tile: a resumed run draws exactly what the interrupted one would have.
+    again = sampler.draw(np.random.default_rng([3, 0]))
+    np.testing.assert_array_equal(again.pixels, draws[0].pixels)
+
+
+def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="perception.photos"):
+        load_config(STAGE1, [f"output_dir={tmp_path}", "perception.photos=[]"])
+    with pytest.raises(ConfigError, match="stage must be one of chat, perception"):
+        load_config(STAGE1, [f"output_dir={tmp_path}", "stage=pretrain"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", f"perception.photos=[{tmp_path / 'nope'}]"]))
+
+
+@pytest.mark.slow
+def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, tmp_path):
+    out = tmp_path / "p"
+    with pytest.raises(KeyboardInterrupt):
+        run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False,
+            stop_after_steps=20)
+    saved = torch.load(out / "checkpoints" / "perception.pt", weights_only=False)
+    assert saved["state"]["step"] == 20
+    result = run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False)
+    final = result.final
+    assert result.stage == "perception" and result.global_steps == 40
+    assert set(result.perception) == {"distortion_accuracy", "severity_srcc", "mos_srcc"}
+    state = torch.load(out / "checkpoints" / "perception.pt", weights_only=False)["state"]
+    assert state["step"] == 40 and len(state["losses"]) == 40  # resumed, not restarted
+    losses = [sum(v.values()) for _, v in state["losses"]]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert (final / "perception_heads.pt").is_file() and (out / "perception.png").is_file()
+    assert json.loads((final / "qsit_train.json").read_text())["stage"] == "perception"
+
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    init = LlavaOnevisionForConditionalGeneration.from_pretrained(out / "init-tiny")
+    trained = LlavaOnevisionForConditionalGeneration.from_pretrained(final)
+    tower_changed = [not torch.equal(a, b) for a, b in zip(init.model.vision_tower.parameters(),
+                                                            trained.model.vision_tower.parameters(), strict=True)]
+    assert all(tower_changed)
+    for a, b in zip(init.model.language_model.parameters(), trained.model.language_model.parameters(), strict=True):
+        assert torch.equal(a, b)  # only the tower learns in this stage
+
+    # Stage 2 starts from stage 1's checkpoint, tower frozen, and leaves the tower as it was.
+    chat = load_config(STAGE2, [f"model={final}", f"output_dir={tmp_path / 's2'}",
+                                f"data.sources=[{{path: {small_corpus / 'd1'}}}]", "train.epochs=1",
+                                "train.batch_size=4"])
+    final2 = run(chat, progress=False).final
+    after = LlavaOnevisionForConditionalGeneration.from_pretrained(final2)
+    for a, b in zip(trained.model.vision_tower.parameters(), after.model.vision_tower.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(trained.model.multi_modal_projector.parameters(),
+                                                     after.model.multi_modal_projector.parameters(), strict=True))
