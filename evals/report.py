@@ -57,11 +57,21 @@ def _gt_stats(assessments, ground_truth: dict[str, float]) -> dict:
     return stats
 
 
+def agreement(assessments) -> dict:
+    """How often the level an explanation concludes with equals the scored level."""
+    from evals.targets import concluded_level
+
+    concluded = [(concluded_level(a.explanation or ""), a.level) for a in assessments]
+    stated = [(c, lv) for c, lv in concluded if c is not None]
+    return {"agree": sum(c == lv for c, lv in stated), "stated": len(stated), "of": len(assessments),
+            "rate": sum(c == lv for c, lv in stated) / len(stated) if stated else None}
+
+
 def _summary_dict(assessments, stats) -> dict:
     scores = [a.score for a in assessments]
     counts = {level: sum(a.level == level for a in assessments) for level in LEVELS}
     out = {"images": len(assessments), "mean_score": sum(scores) / len(scores) if scores else None,
-           "levels": counts}
+           "levels": counts, "score_explanation_agreement": agreement(assessments)}
     if stats:
         out["ground_truth"] = stats
     return out
@@ -76,12 +86,20 @@ def _stats_line(stats) -> str:
     return f"Ground truth matched {stats['matched']} of {stats['of']} images; {stats.get('error', 'too few for correlations')}."
 
 
+def _agreement_line(summary: dict) -> str:
+    ag = summary["score_explanation_agreement"]
+    if not ag["stated"]:
+        return ""
+    return (f"Score and explanation agree (the explanation's concluding level equals the scored level) on "
+            f"{ag['agree']} of {ag['stated']} images that state a level. ")
+
+
 def _markdown_summary(assessments, stats) -> str:
     d = _summary_dict(assessments, stats)
     rows = "\n".join(f"| {a.image} | {a.score:.3f} | {a.level} |" for a in assessments)
     levels = ", ".join(f"{k} {v}" for k, v in d["levels"].items())
     return (f"# Image quality report\n\n{d['images']} images, mean score {d['mean_score']:.3f}; levels: {levels}. "
-            f"{_stats_line(stats)}\n\n| image | score | level |\n|---|---|---|\n{rows}\n\n")
+            f"{_agreement_line(d)}{_stats_line(stats)}\n\n| image | score | level |\n|---|---|---|\n{rows}\n\n")
 
 
 def _png_data_url(fig) -> str:
@@ -120,7 +138,7 @@ def _html_summary(assessments, stats, ground_truth) -> str:
                    for a in assessments)
     d = _summary_dict(assessments, stats)
     return (f'<section class="summary"><p>{d["images"]} images, mean score {d["mean_score"]:.3f}. '
-            f"{esc(_stats_line(stats))}</p><div class=\"row\">{plots}</div>"
+            f"{esc(_agreement_line(d))}{esc(_stats_line(stats))}</p><div class=\"row\">{plots}</div>"
             f"<table><tr><th>image</th><th>score</th><th>level</th></tr>{rows}</table></section>")
 
 

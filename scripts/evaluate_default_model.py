@@ -22,113 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-# How an explanation may name each distortion family (the corpus's own words, and plain synonyms).
-FAMILY_WORDS = {
-    "noise": ("noise", "noisy", "grain"),
-    "blur": ("blur", "blurry", "out of focus"),
-    "compression": ("jpeg", "compression", "pixelat", "blocky"),
-    "exposure": ("exposure", "overexposed", "underexposed", "bright", "dark", "contrast"),
-    "weather": ("snow", "frost", "fog"),
-    "geometry": ("deformation", "warp"),
-}
-MONOTONIC_DISTORTIONS = ("defocus_blur", "gaussian_noise", "jpeg", "underexposure")
-MONOTONIC_SEVERITIES = (1, 3, 5)
-CONCLUSION = re.compile(r"quality of the image is (\w+)", re.IGNORECASE)
-
-
-def names_family(text: str, family: str) -> bool:
-    low = text.lower()
-    return any(w in low for w in FAMILY_WORDS[family])
-
-
-def concluded_level(text: str) -> str | None:
-    from qsit.levels import LEVELS
-
-    found = [m.lower() for m in CONCLUSION.findall(text)]
-    found = [w for w in found if w in LEVELS]
-    return found[-1] if found else None
-
-
-def default_unseen_photo() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-
-
-def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0) -> dict:
-    """Scores of the clean photo and of each distortion at three severities (corpus size, fixed seed)."""
-    from PIL import Image
-
-    from data_builders.distortions import apply
-    from qsit.images import load_image
-
-    img = load_image(photo).image
-    f = size / max(img.size)
-    img = img.resize((round(img.width * f), round(img.height * f)), Image.LANCZOS)
-    x = np.asarray(img, dtype=np.float64) / 255
-    images, labels = [img], [("clean", 0)]
-    for key in MONOTONIC_DISTORTIONS:
-        for sev in MONOTONIC_SEVERITIES:
-            y = apply(x, key, sev, np.random.default_rng(seed))
-            images.append(Image.fromarray((y * 255 + 0.5).astype(np.uint8)))
-            labels.append((key, sev))
-    scores = [r.score for r in assessor.score(images)]
-    clean = scores[0]
-    out = {"photo": str(photo), "clean": clean, "distortions": {}}
-    for key in MONOTONIC_DISTORTIONS:
-        ladder = [s for (k, _), s in zip(labels, scores, strict=True) if k == key]
-        chain = [clean, *ladder]
-        out["distortions"][key] = {"scores": ladder,
-                                   "monotonic": all(a > b for a, b in zip(chain, chain[1:], strict=False))}
-    out["all_monotonic"] = all(d["monotonic"] for d in out["distortions"].values())
-    return out
-
-
-def explanation_checks(assessor, corpus: Path, out: Path, n: int, seed: int = 0) -> dict:
-    """Family named and score/explanation agreement on ``n`` distorted test images (cached, resumable)."""
-    from tqdm.auto import tqdm
-
-    from data_builders.distortions import DISTORTIONS
-    from evals.common import SampleCache
-
-    d1 = [json.loads(line) for line in (corpus / "d1" / "records.jsonl").open()]
-    tests = [r for r in d1 if r["split"] == "test"]
-    key_of = {k: k for k in DISTORTIONS}
-    distorted = []
-    for r in tests:
-        stem = Path(r["images"][0]).stem  # e.g. motion_blur_left_s3 or pristine
-        if stem == "pristine":
-            continue
-        key = next(k for k in sorted(key_of, key=len, reverse=True) if stem.startswith(k))
-        distorted.append((r, key))
-    distorted.sort(key=lambda rk: rk[0]["id"])
-    sample = random.Random(seed).sample(distorted, min(n, len(distorted)))
-    cache = SampleCache(out / "explain_cache.jsonl")
-    rows = []
-    for r, key in tqdm(sample, desc="explanations", unit="img"):
-        path = corpus / r["images"][0].split("/", 1)[1]
-        ck = f"{assessor.model_id}|{r['id']}"
-        if ck not in cache:
-            a = assessor.assess(path, max_new_tokens=96)
-            cache.put(ck, {"level": a.level, "score": a.score, "explanation": a.explanation})
-        got = cache.get(ck)
-        family = DISTORTIONS[key].family
-        rows.append({"id": r["id"], "distortion": key, "family": family, "level": got["level"],
-                     "explanation": got["explanation"], "names_family": names_family(got["explanation"], family),
-                     "concluded": concluded_level(got["explanation"])})
-    n_rows = max(len(rows), 1)
-    return {"images": len(rows),
-            "names_family": sum(r["names_family"] for r in rows) / n_rows,
-            "agreement": sum(r["concluded"] == r["level"] for r in rows) / n_rows,
-            "no_conclusion": sum(r["concluded"] is None for r in rows) / n_rows,
-            "examples": rows[:6]}
+from evals.targets import MONOTONIC_SEVERITIES, default_unseen_photo, explanation_checks, monotonicity
 
 
 def plot_monotonic(result: dict, path: Path) -> None:

@@ -89,3 +89,33 @@ def test_small_corpus_end_to_end(tmp_path):
     again = tmp_path / "again"
     build_synthetic(again, cfg, progress=False)
     assert (again / "d1" / "records.jsonl").read_text() == (tmp_path / "d1" / "records.jsonl").read_text()
+
+
+def test_a_folder_of_photos_builds_a_corpus_with_held_out_photos(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    base = Image.fromarray(load_sample_image("flower.jpg"))
+    for i in range(5):  # five distinct crops; the fifth by name is held out for the tests
+        base.crop((i * 40, 0, i * 40 + 200, 160)).save(folder / ("sub" if i == 2 else "") / f"p{i}.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+    out = tmp_path / "corpus"
+    m = build_synthetic(out, SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=0,
+                                             test_scenes=0, val_fraction=0, photos=str(folder),
+                                             package_photos=False), progress=False)
+    assert sorted(p.name for p in (out / "photos" / "train").iterdir()) == [
+        "photo-p0.png", "photo-p1.png", "photo-p3.png", "photo-sub-p2.png"]
+    assert [p.name for p in (out / "photos" / "test").iterdir()] == ["photo-p4.png"]
+    assert m["splits"] == {"train": 24, "val": 0, "test": 6}
+    tests = json.loads((out / "tests" / "iqa.json").read_text())
+    assert {t["img_path"].split("/")[2] for t in tests} == {"photo-p4_c0"}
+
+
+def test_a_missing_photos_folder_is_a_clear_error(tmp_path, capsys):
+    from qsit.cli import main
+
+    assert main(["build", "synthetic", "--out", str(tmp_path / "c"), "--photos", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "photos folder" in err and "does not exist" in err
