@@ -88,6 +88,19 @@ def markdown(t: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_list(path: Path, out: Path, limit: int | None) -> Path:
+    """The test list itself, or a seeded sample of it written beside the results."""
+    if not limit:
+        return path
+    import random
+
+    items = json.loads(path.read_text())
+    sample = random.Random(0).sample(items, min(limit, len(items)))
+    target = out / f"sample_{path.name}"
+    target.write_text(json.dumps(sample))
+    return target
+
+
 def main(argv=None) -> int:
     from evals.iqa import run_iqa
     from evals.llvisionqa import load_questions, run_llvisionqa
@@ -100,17 +113,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--explain-sample", type=int, default=150)
     p.add_argument("--photo", help="a photo in none of the corpus sources (default: Grace Hopper)")
+    p.add_argument("--limit", type=int, help="a seeded sample of this many test images per set (a quick check)")
     args = p.parse_args(argv)
     corpus, out = Path(args.corpus), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     assessor = Assessor.from_pretrained(resolve_model(args.model), device="cpu")
+    iqa_list, qa_list = (test_list(corpus / "tests" / name, out, args.limit) for name in ("iqa.json", "llvisionqa.json"))
 
-    iqa = run_iqa(assessor, {"synthetic": str(corpus / "tests" / "iqa.json")}, corpus, out)["sets"]["synthetic"]
+    iqa = run_iqa(assessor, {"synthetic": str(iqa_list)}, corpus, out)["sets"]["synthetic"]
     samples = [json.loads(line) for line in (out / "iqa_samples.jsonl").open()] \
         if (out / "iqa_samples.jsonl").is_file() else []
     if samples:
         plot_histogram(samples, out / "score_histogram.png")
-    questions, _ = load_questions(corpus / "tests" / "llvisionqa.json", corpus)
+    questions, _ = load_questions(qa_list, corpus)
     qa = run_llvisionqa(assessor, questions, corpus, out, mode="generate")["generate"]
     explain = explanation_checks(assessor, corpus, out, args.explain_sample)
     mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())

@@ -242,3 +242,18 @@ def test_ray_executor_runs_two_miniature_runs(sweep_config):
         ray.shutdown()
     assert sorted(r["run_id"] for r in rows) == sorted(s.run_id for s in specs)
     assert all(r["status"] == "done" and math.isfinite(r["performance"]) for r in rows), rows
+
+
+def test_shipped_sweep_configs_load_and_bad_keys_are_errors(tmp_path):
+    from mixing.sweep import load_sweep_config
+    from qsit.train_config import ConfigError
+
+    shipped = sorted((Path(__file__).resolve().parent.parent / "qsit" / "configs" / "mix").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        cfg = load_sweep_config(path)
+        assert Path(cfg.train_config).is_file() and cfg.stage_a.search in ("grid", "adaptive")
+    with pytest.raises(ConfigError, match="unknown key stage_a.serach"):
+        load_sweep_config(shipped[0], ["stage_a.serach=grid"])
+    with pytest.raises(ConfigError, match="search must be grid or adaptive"):
+        load_sweep_config(shipped[0], ["stage_a.search=random"])

@@ -98,7 +98,7 @@ def test_a_folder_of_photos_builds_a_corpus_with_held_out_photos(tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     base = Image.fromarray(load_sample_image("flower.jpg"))
-    for i in range(5):  # five distinct crops; the fifth by name is held out for the tests
+    for i in range(5):  # five distinct crops; the fifth by path (sub/p2.jpg) is held out for the tests
         base.crop((i * 40, 0, i * 40 + 200, 160)).save(folder / ("sub" if i == 2 else "") / f"p{i}.jpg")
     (folder / "notes.txt").write_text("not a photo")
     out = tmp_path / "corpus"
@@ -106,11 +106,11 @@ def test_a_folder_of_photos_builds_a_corpus_with_held_out_photos(tmp_path):
                                              test_scenes=0, val_fraction=0, photos=str(folder),
                                              package_photos=False), progress=False)
     assert sorted(p.name for p in (out / "photos" / "train").iterdir()) == [
-        "photo-p0.png", "photo-p1.png", "photo-p3.png", "photo-sub-p2.png"]
-    assert [p.name for p in (out / "photos" / "test").iterdir()] == ["photo-p4.png"]
+        "photo-p0.png", "photo-p1.png", "photo-p3.png", "photo-p4.png"]
+    assert [p.name for p in (out / "photos" / "test").iterdir()] == ["photo-sub-p2.png"]
     assert m["splits"] == {"train": 24, "val": 0, "test": 6}
     tests = json.loads((out / "tests" / "iqa.json").read_text())
-    assert {t["img_path"].split("/")[2] for t in tests} == {"photo-p4_c0"}
+    assert {t["img_path"].split("/")[2] for t in tests} == {"photo-sub-p2_c0"}
 
 
 def test_a_missing_photos_folder_is_a_clear_error(tmp_path, capsys):
