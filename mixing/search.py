@@ -63,6 +63,8 @@ def local_fit(runs: list[tuple[float, float]], s: AdaptiveSettings) -> tuple[Fit
     """
     r, y = (np.asarray(v) for v in zip(*runs, strict=True))
     glob = fit_curve(r, y, degree="auto", confidence=s.confidence, n_boot=s.n_boot, seed=s.seed)
+    if glob.flat:  # no peak to zoom in on: say so with the whole curve
+        return glob, glob
     x = np.log10(r)
     a, b = glob.log10_interval
     half = max((b - a) / 2, s.min_window)

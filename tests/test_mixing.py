@@ -257,3 +257,8 @@ def test_shipped_sweep_configs_load_and_bad_keys_are_errors(tmp_path):
         load_sweep_config(shipped[0], ["stage_a.serach=grid"])
     with pytest.raises(ConfigError, match="search must be grid or adaptive"):
         load_sweep_config(shipped[0], ["stage_a.search=random"])
+
+
+def test_a_flat_response_is_reported_from_the_whole_curve():
+    result = adaptive_search(lambda rs: [0.2667] * len(rs), 0.1, 10, AdaptiveSettings(max_runs=7))
+    assert result.fit.flat and result.fit.swept == (0.1, 10.0)
