@@ -188,7 +188,7 @@ def execute(spec: RunSpec) -> dict:
         accuracy = qa["likelihood" if v["llvisionqa_mode"] == "likelihood" else "generate"]["overall"]["accuracy"]
         metrics = {"llvisionqa": accuracy}
         performance = accuracy
-        if spec.stage == "B" and v.get("iqa"):
+        if spec.stage.startswith("B") and v.get("iqa"):
             from evals.iqa import run_iqa
 
             iqa = run_iqa(assessor, {"dev": v["iqa"]}, v.get("image_root"), eval_dir, progress=False)

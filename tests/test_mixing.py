@@ -193,6 +193,9 @@ def test_a_real_sweep_writes_a_plan_train_accepts_and_resumes(sweep_config, tmp_
     assert all(0 <= r["performance"] <= 1 and set(r["val_loss"]) >= {"scoring", "interpreting"}
                for r in done if r["stage"].startswith("B"))
     b = [r for r in done if r["stage"].startswith("B")]
+    for r in b:  # stage B's performance is the mean of LLVisionQA accuracy and the IQA average
+        m = r["metrics"]
+        assert r["performance"] == pytest.approx((m["llvisionqa"] + (m["iqa_srcc"] + m["iqa_plcc"]) / 2) / 2)
     assert [r["sizes"]["scoring"] for r in b] == [3, 3, 3]
     for r in b:  # |D2 + D3| / |D1| is the swept ratio, up to rounding
         assert abs(r["sizes"]["interpreting"] + r["sizes"]["general"] - r["ratio"] * 3) <= 1
