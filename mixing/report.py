@@ -57,7 +57,7 @@ def write_report(cfg, ledger, outcome) -> Path:
         plot_fit([r["ratio"] for r in rows], [r["performance"] for r in rows], st.fit,
                  out / f"stage_{stage}.png", title=f"stage {stage} ({st.search})", xlabel=AXES[stage],
                  ylabel=METRICS[stage])
-        lines.append(fit_markdown(st.fit, f"{stage}: {AXES[stage]} ({st.search})"))
+        lines.append(fit_markdown(st.fit, f"{stage}: {AXES[stage]} ({st.search})".replace("|", "\\|")))
     lines.append("")
     if outcome.plan is not None:
         p = outcome.plan
