@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The deepspeed launcher passes --local_rank=N before the subcommand.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' own progress bars and messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("assess", help="joint score + explanation report for images")
@@ -304,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch_size", 1) < 1:
         print("qsit: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    if not args.verbose:  # a normal run shows qsit's own lines and bars, not transformers' loading bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     from qsit.assessor import ModelLoadError
     from qsit.images import ImageLoadError
     from qsit.llm import EndpointUnreachable

@@ -66,3 +66,10 @@ def test_readme_main_command_scores_the_blurred_photo_below_the_clean_one(capsys
     # The explanation is generated text ending in the model's own conclusion (its words are not yet
     # readable: see the model card), never empty as with random weights.
     assert "quality of the image is" in clean["explanation"]
+
+
+def test_a_normal_run_shows_no_library_loading_bars(capsys, monkeypatch):
+    monkeypatch.delenv("QSIT_MODEL", raising=False)
+    assert main(["assess", str(ROOT / "examples" / "hopper.jpg"), "--max-new-tokens", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "qsit: loading" in err and "Loading weights" not in err
