@@ -35,7 +35,7 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
 
 
-def _execute(cfg: SweepConfig, ledger: Ledger, executor, specs: list[RunSpec], failed: list[str]) -> None:
+def _execute(ledger: Ledger, executor, specs: list[RunSpec], failed: list[str]) -> None:
     from mixing.executors import collected
 
     todo = []
@@ -78,7 +78,7 @@ def run_stage(cfg: SweepConfig, ledger: Ledger, executor, stage: str, sizes_of, 
 
     if st.search == "grid":
         specs = specs_for(list(st.ratios), seeds)
-        _execute(cfg, ledger, executor, specs, failed)
+        _execute(ledger, executor, specs, failed)
         rows = [ledger.rows[s.run_id] for s in specs if ledger.done(s.run_id)]
         used = [r["run_id"] for r in rows]
         if len({r["ratio"] for r in rows}) < 3:
@@ -92,7 +92,7 @@ def run_stage(cfg: SweepConfig, ledger: Ledger, executor, stage: str, sizes_of, 
     def run_many(ratios: list[float]) -> list[float]:
         # One repeat per proposed ratio (seed cycles so repeated ratios still differ).
         specs = [spec_for(cfg, name, r, cfg.seed + (i % st.repeats), sizes_of(r)) for i, r in enumerate(ratios)]
-        _execute(cfg, ledger, executor, specs, failed)
+        _execute(ledger, executor, specs, failed)
         perf = _performances(ledger, specs)
         used.extend(s.run_id for s in specs)
         if any(p is None for p in perf):

@@ -234,9 +234,6 @@ class Ledger:
             os.fsync(f.fileno())
         self.rows[row["run_id"]] = row
 
-    def finished(self, stage: str) -> list[dict]:
-        return [r for r in self.rows.values() if r["stage"] == stage and r.get("status") == "done"]
-
 
 def spec_for(cfg: SweepConfig, stage: str, ratio: float, seed: int, sizes: dict[str, int]) -> RunSpec:
     return RunSpec(stage=stage, ratio=float(ratio), seed=seed, sizes=sizes,
