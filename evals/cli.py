@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
+from evals.common import default_image_root
+from qsit.commands import add_model_args, expand_images, load_assessor, say
 
-def _say(text: str) -> None:
-    print(f"qsit: {text}", file=sys.stderr)
 
-
-def cmd_iqa(args, load_assessor) -> int:
+def cmd_iqa(args) -> int:
     from evals.iqa import run_iqa
 
     sets = {}
@@ -25,12 +23,14 @@ def cmd_iqa(args, load_assessor) -> int:
                       batch_size=args.batch_size, fit=args.fit)
     print((Path(args.out) / "iqa.md").read_text())
     for name, r in summary["sets"].items():
+        if r.get("warning"):
+            say(f"warning: {name}: {r['warning']}")
         if r["missing_images"]:
-            _say(f"{name}: {len(r['missing_images'])} image(s) missing, e.g. {r['missing_images'][0]}")
+            say(f"{name}: {len(r['missing_images'])} image(s) missing, e.g. {r['missing_images'][0]}")
     return 0
 
 
-def cmd_llvisionqa(args, load_assessor) -> int:
+def cmd_llvisionqa(args) -> int:
     from evals.llvisionqa import (
         compare_lmms_eval,
         load_questions,
@@ -39,10 +39,10 @@ def cmd_llvisionqa(args, load_assessor) -> int:
         to_lmms_eval_samples,
     )
 
-    root = args.images or str(Path(args.questions).parent)
+    root = args.images or str(default_image_root(args.questions))
     questions, missing = load_questions(args.questions, root)
     if missing:
-        _say(f"{len(missing)} image(s) missing under {root}, e.g. {missing[0]}; those questions are skipped")
+        say(f"{len(missing)} image(s) missing under {root}, e.g. {missing[0]}; those questions are skipped")
     if args.compare_lmms_eval:
         result = compare_lmms_eval(read_lmms_eval_samples(args.compare_lmms_eval), {q.id: q for q in questions})
         print(json.dumps(result, indent=2))
@@ -55,14 +55,14 @@ def cmd_llvisionqa(args, load_assessor) -> int:
         with open(args.export_lmms_eval, "w", encoding="utf-8") as f:
             for row in to_lmms_eval_samples(samples):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        _say(f"wrote lmms-eval samples to {args.export_lmms_eval}")
+        say(f"wrote lmms-eval samples to {args.export_lmms_eval}")
     return 0 if results else 1
 
 
-def cmd_lldescribe(args, load_assessor) -> int:
+def cmd_lldescribe(args) -> int:
     from evals.lldescribe import Judge, load_items, run_lldescribe
 
-    root = args.images or str(Path(args.items).parent)
+    root = args.images or str(default_image_root(args.items))
     judge = Judge(base_url=args.judge_base_url, model=args.judge_model, api_key_env=args.judge_api_key_env,
                   concurrency=args.concurrency)
     run_lldescribe(load_assessor(args), load_items(args.items), root, judge, args.out, rounds=args.rounds,
@@ -92,56 +92,44 @@ def load_ground_truth(path: str | Path, image_root: str | Path | None = None) ->
     return out
 
 
-def cmd_report(args, load_assessor) -> int:
-    from evals.report import render
-    from qsit.cli import expand_images
-    from qsit.images import ImageLoadError
+def cmd_report(args) -> int:
+    from qsit.report import assess_images, render
 
     paths, failed = expand_images(args.images, "report on")
     gt_by_path = load_ground_truth(args.gt, args.gt_root) if args.gt else None
     assessor = load_assessor(args)
-    from tqdm.auto import tqdm
-
-    assessments, thumbs = [], []
-    for p in tqdm(paths, desc="assessing", unit="img"):
-        try:
-            loaded = assessor.load(p)
-        except ImageLoadError as e:
-            _say(f"error: {e}")
-            failed += 1
-            continue
-        assessments.append(assessor.assess(loaded, task=args.task, max_new_tokens=args.max_new_tokens))
-        thumbs.append(loaded.image)
+    assessments, thumbs, failures = assess_images(assessor, paths, task=args.task, max_new_tokens=args.max_new_tokens)
+    for problem in failures:
+        say(f"error: {problem}")
+    failed += len(failures)
     ground_truth = None
     if gt_by_path is not None:
         ground_truth = {str(p): gt_by_path[str(Path(p).resolve())] for p in paths
                         if str(Path(p).resolve()) in gt_by_path}
     text = render(assessments, args.format, thumbnails=thumbs, ground_truth=ground_truth, summary=True)
     Path(args.out).write_text(text, encoding="utf-8")
-    _say(f"wrote a report on {len(assessments)} image(s) to {args.out}")
+    say(f"wrote a report on {len(assessments)} image(s) to {args.out}")
     return 1 if failed else 0
 
 
-def add_eval_parser(sub, add_model_args, load_assessor) -> None:
-    from evals.iqa import FITS
-    from evals.report import FORMATS
+def add_eval_parser(sub) -> None:
+    from qsit.metrics import FITS
+    from qsit.report import FORMATS
 
     ev = sub.add_parser("eval", help="benchmarks (IQA, LLVisionQA, LLDescribe) and joint reports")
     esub = ev.add_subparsers(dest="eval", required=True, metavar="EVAL")
 
-    def bind(fn):
-        return lambda args: fn(args, load_assessor)
-
     p = esub.add_parser("iqa", help="SRCC/PLCC/KRCC on test lists (paper Table IV)")
     p.add_argument("--set", action="append", required=True, metavar="NAME=PATH",
                    help="a test list: Q-Bench A3 JSON (img_path, gt_score) or a D1 build folder; repeatable")
-    p.add_argument("--images", help="image root for the JSON lists (default: each list's folder)")
+    p.add_argument("--images", help="image root for the JSON lists (default: each list's folder; a corpus's "
+                   "tests/ lists: the corpus)")
     p.add_argument("--out", required=True)
     p.add_argument("--trained-on", nargs="*", help="set names the model was trained on (others are cross-set)")
     p.add_argument("--fit", choices=[f for f in FITS if f], help="map predictions by a logistic before PLCC")
     p.add_argument("--batch-size", type=int, default=8)
     add_model_args(p)
-    p.set_defaults(func=bind(cmd_iqa))
+    p.set_defaults(func=cmd_iqa)
 
     p = esub.add_parser("llvisionqa", help="multiple-choice low-level questions (paper Table V)")
     p.add_argument("questions", help="Q-Bench LLVisionQA JSON")
@@ -154,7 +142,7 @@ def add_eval_parser(sub, add_model_args, load_assessor) -> None:
     p.add_argument("--compare-lmms-eval", metavar="JSONL",
                    help="re-score lmms-eval qbench_dev samples with qsit's rules instead of running a model")
     add_model_args(p)
-    p.set_defaults(func=bind(cmd_llvisionqa))
+    p.set_defaults(func=cmd_llvisionqa)
 
     p = esub.add_parser("lldescribe", help="LLM-judged quality descriptions (paper Table VI)")
     p.add_argument("items", help="JSON list of img_path + golden_description")
@@ -167,7 +155,7 @@ def add_eval_parser(sub, add_model_args, load_assessor) -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=256)
     add_model_args(p)
-    p.set_defaults(func=bind(cmd_lldescribe))
+    p.set_defaults(func=cmd_lldescribe)
 
     p = esub.add_parser("report", help="joint score + explanation report for images or folders")
     p.add_argument("images", nargs="+")
@@ -177,4 +165,4 @@ def add_eval_parser(sub, add_model_args, load_assessor) -> None:
     p.add_argument("--gt-root", help="root for relative paths in --gt (default: its folder)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     add_model_args(p)
-    p.set_defaults(func=bind(cmd_report))
+    p.set_defaults(func=cmd_report)

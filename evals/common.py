@@ -59,6 +59,15 @@ def write_results(out_dir: str | os.PathLike, name: str, results: dict, markdown
     return out
 
 
+def default_image_root(list_path: str | Path) -> Path:
+    """Where a test list's relative image paths start: the list's folder, or, for a list in the
+    ``tests/`` folder of a ``qsit build synthetic`` corpus, the corpus itself."""
+    folder = Path(list_path).parent
+    if folder.name == "tests" and (folder.parent / "manifest.json").is_file():
+        return folder.parent
+    return folder
+
+
 def resolve_image(root: Path, img_path: str) -> Path:
     p = Path(img_path)
     return p if p.is_absolute() else root / p

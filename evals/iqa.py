@@ -13,52 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.common import SampleCache, resolve_image, write_results
-
-FITS = (None, "logistic4", "logistic5")
-
-
-def _logistic4(x, b1, b2, b3, b4):
-    return (b1 - b2) / (1 + np.exp(-(x - b3) / np.abs(b4))) + b2
-
-
-def _logistic5(x, b1, b2, b3, b4, b5):
-    return b1 * (0.5 - 1 / (1 + np.exp(b2 * (x - b3)))) + b4 * x + b5
-
-
-def fit_logistic(predicted: np.ndarray, target: np.ndarray, kind: str) -> np.ndarray:
-    """Predictions mapped by the logistic (4 or 5 parameters) fitted to the targets."""
-    from scipy.optimize import curve_fit
-
-    x, y = np.asarray(predicted, float), np.asarray(target, float)
-    if kind == "logistic4":
-        f, p0 = _logistic4, [y.max(), y.min(), float(np.mean(x)), float(np.std(x)) or 1.0]
-    elif kind == "logistic5":
-        f, p0 = _logistic5, [float(np.ptp(y)), 1.0 / (float(np.std(x)) or 1.0), float(np.mean(x)), 0.0,
-                             float(np.mean(y))]
-    else:
-        raise ValueError(f"unknown fit {kind!r}; choose from {', '.join(str(k) for k in FITS)}")
-    params, _ = curve_fit(f, x, y, p0=p0, maxfev=20000)
-    return f(x, *params)
-
-
-def correlations(predicted, target, fit: str | None = None) -> dict:
-    """SRCC, PLCC and KRCC; constant, non-finite, mismatched or too-short input is an error, not NaN."""
-    from scipy.stats import kendalltau, pearsonr, spearmanr
-
-    x, y = np.asarray(predicted, dtype=float).reshape(-1), np.asarray(target, dtype=float).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"{x.size} predictions but {y.size} targets")
-    if x.size < 3:
-        raise ValueError(f"need at least 3 pairs for correlations, got {x.size}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("predictions or targets contain NaN or infinite values")
-    for name, v in (("predictions", x), ("targets", y)):
-        if np.ptp(v) == 0:
-            raise ValueError(f"{name} are constant ({v[0]}); correlations are undefined")
-    fitted = x if fit is None else fit_logistic(x, y, fit)
-    return {"srcc": float(spearmanr(x, y)[0]), "plcc": float(pearsonr(fitted, y)[0]),
-            "krcc": float(kendalltau(x, y)[0]), "n": int(x.size), "fit": fit}
+from evals.common import SampleCache, default_image_root, resolve_image, write_results
+from qsit.metrics import correlations
 
 
 @dataclass(frozen=True)
@@ -102,7 +58,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
     results, samples = {}, []
     for name, path in test_sets.items():
         items, root = load_iqa_list(path)
-        root = root or Path(image_root or Path(path).parent)
+        root = root or Path(image_root or default_image_root(path))
         keys = [f"{assessor.model_id}|{assessor.preset.version}|{name}|{it.img_path}" for it in items]
         todo = [(k, it) for k, it in zip(keys, items, strict=True) if k not in cache]
         missing = []
@@ -121,6 +77,9 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
         scored = [(it, cache.get(k)) for k, it in zip(keys, items, strict=True) if k in cache]
         pred = [s["score"] for _, s in scored]
         gt = [it.gt for it, _ in scored]
+        if missing and len(scored) < 3:
+            raise FileNotFoundError(f"test set {name}: {len(missing)} of {len(items)} images not found under "
+                                    f"{root}, e.g. {resolve_image(root, missing[0])}; pass --images ROOT")
         results[name] = {**correlations(pred, gt, fit=fit), "cross_set": name not in trained_on,
                          "missing_images": missing}
         samples += [{"set": name, "img_path": it.img_path, "gt_score": it.gt, "score": s["score"],
@@ -142,7 +101,8 @@ def iqa_markdown(summary: dict) -> str:
     note = ("\nSRCC/PLCC per test set; † marks sets the model was not trained on (cross-set); "
             "avg is the mean of (SRCC+PLCC)/2, as in the paper. PLCC "
             + (f"after a {summary['fit']} fit." if summary["fit"] else "on raw predictions (no fit).") + "\n")
-    return "\n".join([head, sep, row]) + "\n" + note
+    warnings = "".join(f"\n**Warning ({n}):** {r['warning']}.\n" for n, r in sets.items() if r.get("warning"))
+    return "\n".join([head, sep, row]) + "\n" + note + warnings
 
 
 def scatter_plot(pred, gt, stats: dict, path: Path, title: str = "") -> Path:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qsit.levels import concluded_level
+
 # How an explanation may name each distortion family (the corpus's own words, and plain synonyms).
 FAMILY_WORDS = {
     "noise": ("noise", "noisy", "grain"),
@@ -24,7 +26,6 @@ FAMILY_WORDS = {
 }
 MONOTONIC_DISTORTIONS = ("defocus_blur", "gaussian_noise", "jpeg", "underexposure")
 MONOTONIC_SEVERITIES = (1, 3, 5)
-CONCLUSION = re.compile(r"quality of the image is (\w+)", re.IGNORECASE)
 
 
 def names_family(text: str, family: str) -> bool:
@@ -39,14 +40,6 @@ def names_family(text: str, family: str) -> bool:
         if any(w in sentence for w in FAMILY_WORDS[family]):
             return True
     return False
-
-
-def concluded_level(text: str) -> str | None:
-    from qsit.levels import LEVELS
-
-    found = [m.lower() for m in CONCLUSION.findall(text)]
-    found = [w for w in found if w in LEVELS]
-    return found[-1] if found else None
 
 
 def default_unseen_photo() -> Path:

@@ -23,6 +23,26 @@ class ModelLoadError(RuntimeError):
     """A checkpoint could not be loaded; the message says which and why."""
 
 
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "qsit-tiny"
+"""The embedded default model, used when no model is named."""
+MODEL_ENV = "QSIT_MODEL"
+
+
+def resolve_model(name: str | None) -> str:
+    """The named checkpoint, else $QSIT_MODEL, else the embedded default model, else a clear error."""
+    if name:
+        return name
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return str(DEFAULT_MODEL_DIR)
+    raise ModelLoadError(
+        "no model given and the embedded default model (qsit-tiny) is not installed; pass --model "
+        f"DIR_OR_HUB_ID (any LLaVA-OneVision checkpoint) or set {MODEL_ENV}. "
+        "`qsit make-tiny DIR` builds a random-weight test checkpoint."
+    )
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     """A level-based score with the metadata needed to read it."""
@@ -130,6 +150,18 @@ def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
     return ids
 
 
+def choose_preset(explicit: str | PromptPreset | None, info: dict | None) -> tuple[PromptPreset, tuple[str, ...]]:
+    """The prompt preset to score with, and a note when it is not the one the checkpoint was trained with."""
+    trained = info.get("preset") if info else None
+    if explicit is None:
+        return get_preset(trained or DEFAULT_PRESET), ()
+    chosen = get_preset(explicit) if isinstance(explicit, str) else explicit
+    if trained and chosen.name != trained:
+        return chosen, (f"prompt preset {chosen.name!r} is not the one this checkpoint was trained with "
+                        f"({trained!r}); scores may be off",)
+    return chosen, ()
+
+
 class Assessor:
     """Scores and explains image quality with a LLaVA-OneVision-format checkpoint.
 
@@ -140,8 +172,12 @@ class Assessor:
     """
 
     def __init__(self, model, processor, preset: str | PromptPreset = DEFAULT_PRESET, model_id: str = "",
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, notes: Sequence[str] = (), info: dict | None = None):
         self.model = model.eval()
+        self.notes = tuple(notes)
+        """Said once per checkpoint (e.g. a prompt preset other than the trained one); every result repeats them."""
+        self.info = info
+        """The checkpoint's ``qsit_model.json`` (see ``qsit.model_info``), or None."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -159,10 +195,16 @@ class Assessor:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device=None, dtype=None,
-                        preset: str | PromptPreset = DEFAULT_PRESET, trust_remote_code: bool = False,
+                        preset: str | PromptPreset | None = None, trust_remote_code: bool = False,
                         max_pixels: int | None = None) -> Assessor:
-        """Load a local checkpoint directory or a hub id through the real transformers classes."""
+        """Load a local checkpoint directory or a hub id through the real transformers classes.
+
+        ``preset`` defaults to the one the checkpoint was trained with (its ``qsit_model.json``),
+        else qsit's; an explicit preset that differs from the trained one is named in every result's notes.
+        """
         from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+        from qsit.model_info import read_model_info
 
         name = os.fspath(name_or_path)
         device, dtype = default_device_and_dtype(device, dtype)
@@ -183,7 +225,10 @@ class Assessor:
             )
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"cannot load model {name!r}: {_first_line(e)}") from None
-        return cls(model.to(device), processor, preset=preset, model_id=name, max_pixels=max_pixels)
+        info = read_model_info(name)
+        chosen, notes = choose_preset(preset, info)
+        return cls(model.to(device), processor, preset=chosen, model_id=name, max_pixels=max_pixels, notes=notes,
+                   info=info)
 
     @property
     def device(self):
@@ -283,7 +328,7 @@ class Assessor:
                 probabilities={n: float(x) for n, x in zip(names, p, strict=True)},
                 spread=float(sd),
                 task=task,
-                notes=im.notes,
+                notes=(*self.notes, *im.notes),
             )
             for im, p, s, sd in zip(batch, probs, scores, np.atleast_1d(spreads), strict=True)
         ]

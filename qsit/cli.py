@@ -9,93 +9,27 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import sys
 from pathlib import Path
 
+from qsit.assessor import MODEL_ENV
+from qsit.commands import CLIError, add_model_args, expand_images, load_assessor
 from qsit.levels import LEVELS
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "qsit-tiny"
-MODEL_ENV = "QSIT_MODEL"
-
-
-class CLIError(Exception):
-    """A problem to report to the user in one line."""
-
-
-# ---------------------------------------------------------------- model choice
-def resolve_model(name: str | None) -> str:
-    """--model, else $QSIT_MODEL, else the embedded default model, else a clear error."""
-    if name:
-        return name
-    if os.environ.get(MODEL_ENV):
-        return os.environ[MODEL_ENV]
-    if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return str(DEFAULT_MODEL_DIR)
-    raise CLIError(
-        "no model given and the embedded default model (qsit-tiny) is not installed; pass --model "
-        f"DIR_OR_HUB_ID (any LLaVA-OneVision checkpoint) or set {MODEL_ENV}. "
-        "`qsit make-tiny DIR` builds a random-weight test checkpoint."
-    )
-
-
-def load_assessor(args):
-    from qsit.assessor import Assessor
-
-    model = resolve_model(args.model)
-    print(f"qsit: loading {model} ...", file=sys.stderr)
-    return Assessor.from_pretrained(
-        model, device=args.device, dtype=args.dtype, preset=args.preset,
-        trust_remote_code=args.trust_remote_code, max_pixels=args.max_pixels,
-    )
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from qsit.prompts import DEFAULT_PRESET, PRESETS
-
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"checkpoint directory or hub id (default: ${MODEL_ENV}, then the embedded model)")
-    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS), help="prompt preset")
-    g.add_argument("--task", default="quality", help="scoring task of the preset (quality, aesthetics)")
-    g.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    g.add_argument("--dtype", help="bfloat16, float16 or float32 (default: bf16 on GPU, fp32 on CPU)")
-    g.add_argument("--max-pixels", type=int, help="refuse images larger than this (default: Pillow's limit)")
-    g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
-
-
-def expand_images(inputs, what: str) -> tuple[list[Path], int]:
-    """Files, folders and globs → image paths; each input that matched nothing is reported."""
-    from qsit.images import find_images
-
-    paths, problems = find_images(inputs)
-    for problem in problems:
-        print(f"qsit: error: {problem}", file=sys.stderr)
-    if not paths:
-        raise CLIError(f"no images to {what}")
-    return paths, len(problems)
 
 
 # ---------------------------------------------------------------- assess
 def cmd_assess(args) -> int:
-    from evals.report import render
-    from qsit.images import ImageLoadError
+    from qsit.report import assess_images, render
 
     paths, failed = expand_images(args.images, "assess")
     assessor = load_assessor(args)
-    assessments, thumbs = [], []
-    for path in paths:
-        try:
-            loaded = assessor.load(path)
-        except ImageLoadError as e:
-            print(f"qsit: error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        for note in loaded.notes:
-            print(f"qsit: note: {loaded.name}: {note}", file=sys.stderr)
-        assessments.append(
-            assessor.assess(loaded, task=args.task, question=args.question, max_new_tokens=args.max_new_tokens)
-        )
-        thumbs.append(loaded.image)
+    assessments, thumbs, failures = assess_images(
+        assessor, paths, task=args.task, question=args.question, max_new_tokens=args.max_new_tokens)
+    for problem in failures:
+        print(f"qsit: error: {problem}", file=sys.stderr)
+    failed += len(failures)
     if assessments:
         text = render(assessments, args.format, thumbnails=thumbs, summary=False)
         if args.out:
@@ -227,7 +161,7 @@ def cmd_make_tiny(args) -> int:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from evals.report import FORMATS
+    from qsit.report import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="qsit", description="Score image quality and explain it with one multimodal model."
@@ -244,14 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the report here instead of standard output")
     p.add_argument("--question", help="ask this instead of the preset's description question")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_assess)
 
     p = sub.add_parser("score", help="batch-score images into a CSV (resumable)")
     p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--out", required=True, help="CSV file; images already in it are skipped")
     p.add_argument("--batch-size", type=int, default=8)
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_score)
 
     from data_builders.cli import add_build_parser
@@ -260,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from evals.cli import add_eval_parser
 
-    add_eval_parser(sub, _add_model_args, load_assessor)
+    add_eval_parser(sub)
 
     from mixing.cli import add_mix_parser
 
@@ -281,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="wait this long for more requests before a pass (default: merge only what is queued)")
     p.add_argument("--max-request-mb", type=float, default=20)
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ui", help="the Streamlit chat app in the browser")
@@ -299,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """A normal run shows qsit's own lines and bars; ``-v`` shows the libraries' too."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Saving the dataset" per split
+    # DeepSpeed logs "Setting accelerator to CPU" to stdout on every machine without a GPU.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.local_rank is not None:
@@ -306,10 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch_size", 1) < 1:
         print("qsit: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
-    if not args.verbose:  # a normal run shows qsit's own lines and bars, not transformers' loading bars
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    if not args.verbose:
+        quiet_libraries()
     from qsit.assessor import ModelLoadError
     from qsit.images import ImageLoadError
     from qsit.llm import EndpointUnreachable

@@ -12,6 +12,7 @@ levels:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -127,3 +128,13 @@ def opinion_spread(probabilities, weights=None) -> np.ndarray | float:
 def to_unit_interval(score, n_levels: int = len(LEVELS)):
     """Rescale a 1..n score to 0..1 (the convention of Q-SiT's published IQA script)."""
     return (np.asarray(score, dtype=np.float64) - 1.0) / (n_levels - 1)
+
+
+CONCLUSION = re.compile(r"quality of the image is (\w+)", re.IGNORECASE)
+
+
+def concluded_level(text: str) -> str | None:
+    """The level an explanation concludes with ("Overall, the quality of the image is good.")."""
+    found = [m.lower() for m in CONCLUSION.findall(text)]
+    found = [w for w in found if w in LEVELS]
+    return found[-1] if found else None

@@ -21,7 +21,6 @@ stage's test sets must be held out here too: ``photos`` are folders of
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from qsit.model_info import describe_training, write_model_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -282,9 +283,8 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     model.save_pretrained(final)
     recipe.processor.save_pretrained(final)
     torch.save(heads.state_dict(), final / "perception_heads.pt")
-    (final / "qsit_train.json").write_text(json.dumps({
-        "config": cfg.to_dict(), "stage": "perception", "steps": state["step"], "distortions": names,
-        "val": state["val"][-1][1] if state["val"] else None}, indent=2))
+    write_model_info(final, describe_training(
+        cfg, steps=state["step"], distortions=names, val=state["val"][-1][1] if state["val"] else None))
     return final, state["val"][-1][1] if state["val"] else None, state["step"]
 
 

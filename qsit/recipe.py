@@ -19,6 +19,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import yaml
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
+from qsit.model_info import describe_training, write_model_info
 from qsit.records import Record, iter_jsonl
 from qsit.train_config import KINDS, ConfigError, TrainConfig
 
@@ -92,6 +94,18 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
         resolve = _image_resolver(path, src.image_root)
         out += [(r, [resolve(p) for p in r.images]) for r in iter_jsonl(records_file)]
     return out
+
+
+def conversation_texts(sources: list[str]) -> Iterator[str]:
+    """Every message's text in these record sources, without image placeholders."""
+    for src in sources:
+        path = Path(src)
+        records_file = path / "records.jsonl" if path.is_dir() else path
+        if not records_file.is_file():
+            raise ConfigError(f"tiny_vocab_from {src}: no records.jsonl there")
+        for record in iter_jsonl(records_file):
+            for message in record.messages:
+                yield message["content"].replace("<image>", "").strip()
 
 
 def deepspeed_config(cfg: TrainConfig) -> dict | None:
@@ -248,7 +262,7 @@ class TrainRecipe:
                     size = TinyConfig(**{**(self.cfg.tiny_size or {}), "seed": seed})
                 except TypeError as e:
                     raise ConfigError(f"tiny_size: {e}") from None
-                build_tiny_checkpoint(target, size)
+                build_tiny_checkpoint(target, size, conversation_texts(self.cfg.tiny_vocab_from))
             self._barrier()
             return str(target)
         return m
@@ -476,9 +490,9 @@ class TrainRecipe:
         if self.rank == 0:
             model.save_pretrained(final)
             self.processor.save_pretrained(final)
-            (final / "qsit_train.json").write_text(json.dumps({
-                "config": self.cfg.to_dict(), "mix_history": self.state["history"], "dropped_over_length": self.dropped,
-                "global_steps": self.state["global_step"]}, indent=2))
+            write_model_info(final, describe_training(
+                self.cfg, mix_history=self.state["history"], dropped_over_length=self.dropped,
+                global_steps=self.state["global_step"]))
         self._barrier()
         return final
 

@@ -10,7 +10,9 @@ them in fixtures; training starts the embedded default model from one.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from qsit.levels import LEVELS
@@ -78,8 +80,12 @@ def tokenizer_corpus() -> list[str]:
     return lines * 20
 
 
-def build_tokenizer(vocab_size: int = 1024):
-    """A byte-level BPE tokenizer (Qwen2-style) with the chat and image special tokens."""
+def build_tokenizer(vocab_size: int = 1024, texts: Iterable[str] = ()):
+    """A byte-level BPE tokenizer (Qwen2-style) with the chat and image special tokens.
+
+    ``texts`` (e.g. the answers of a training corpus) are fitted besides qsit's own
+    prompts, so that the words a model must learn to write are whole tokens.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -90,7 +96,7 @@ def build_tokenizer(vocab_size: int = 1024):
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus(), trainer)
+    tok.train_from_iterator(itertools.chain(tokenizer_corpus(), texts), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
@@ -103,8 +109,13 @@ def grid_pinpoints(image_size: int) -> list[list[int]]:
     return [[h, w] for h in steps for w in steps]
 
 
-def build_tiny_checkpoint(out_dir: str | os.PathLike, config: TinyConfig | None = None) -> str:
-    """Build and ``save_pretrained`` a random tiny LLaVA-OneVision model + processor; returns the path."""
+def build_tiny_checkpoint(
+    out_dir: str | os.PathLike, config: TinyConfig | None = None, texts: Iterable[str] = ()
+) -> str:
+    """Build and ``save_pretrained`` a random tiny LLaVA-OneVision model + processor; returns the path.
+
+    ``texts`` also fit the tokenizer (see :func:`build_tokenizer`).
+    """
     import json
 
     import torch
@@ -119,7 +130,7 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, config: TinyConfig | None 
     )
 
     cfg = config or TinyConfig()
-    tokenizer = build_tokenizer(cfg.vocab_size)
+    tokenizer = build_tokenizer(cfg.vocab_size, texts)
     pins = grid_pinpoints(cfg.image_size)
     tile = {"height": cfg.image_size, "width": cfg.image_size}
     processor = LlavaOnevisionProcessor(

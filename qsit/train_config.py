@@ -137,6 +137,9 @@ class TrainConfig:
     output_dir: str
     tiny_size: dict[str, int] | None = None
     """With model "tiny": qsit.tiny.TinyConfig fields (e.g. text_hidden) to size the fresh model."""
+    tiny_vocab_from: list[str] = field(default_factory=list)
+    """With model "tiny": record sources (folders or JSONL) whose conversation text the fresh
+    tokenizer is fitted to, so that the words of the answers are whole tokens."""
     data: DataConfig = field(default_factory=DataConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainSettings = field(default_factory=TrainSettings)

@@ -104,8 +104,7 @@ def test_list(path: Path, out: Path, limit: int | None) -> Path:
 def main(argv=None) -> int:
     from evals.iqa import run_iqa
     from evals.llvisionqa import load_questions, run_llvisionqa
-    from qsit.assessor import Assessor
-    from qsit.cli import resolve_model
+    from qsit.assessor import Assessor, resolve_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="a `qsit build synthetic` folder")

@@ -2,9 +2,9 @@
 
     python scripts/export_default_model.py runs/qsit-tiny/3-mix/final qsit/assets/qsit-tiny
 
-Weights, processor files and ``qsit_train.json`` are overwritten; ``MODEL_CARD.md`` and
+Weights, processor files and ``qsit_model.json`` are overwritten; ``MODEL_CARD.md`` and
 ``ATTRIBUTION.md`` beside them are kept. fp16 halves the file; ``Assessor`` loads it in fp32 on a CPU (bf16 on a GPU) like any checkpoint.
-The run's description (``qsit_train.json``) travels with it.
+The run's description (``qsit_model.json``) travels with it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def export(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)  # the model card and attribution beside the weights stay
     model.save_pretrained(dst)
     AutoProcessor.from_pretrained(src).save_pretrained(dst)
-    if (src / "qsit_train.json").is_file():
-        shutil.copy(src / "qsit_train.json", dst / "qsit_train.json")
+    if (src / "qsit_model.json").is_file():
+        shutil.copy(src / "qsit_model.json", dst / "qsit_model.json")
     return dst
 
 

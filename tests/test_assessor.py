@@ -132,3 +132,26 @@ def test_stream_chat_surfaces_generation_errors(assessor, photo):
     # An invalid generate argument fails inside the worker thread; the caller must see it, not hang.
     with pytest.raises(ValueError):
         list(assessor.stream_chat(photo, [{"role": "user", "content": "Is it blurry?"}], max_new_tokens=-3))
+
+
+def test_checkpoint_description_chooses_the_preset_and_a_mismatch_is_noted(tiny_checkpoint, tmp_path, photo):
+    import shutil
+
+    from qsit.model_info import MODEL_INFO_FILE, read_model_info
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    assert read_model_info(ckpt) is None and Assessor.from_pretrained(ckpt).preset.name == "qsit"
+    (ckpt / MODEL_INFO_FILE).write_text(json.dumps({"format": 1, "preset": "qalign"}))
+    trained = Assessor.from_pretrained(ckpt)
+    assert trained.preset.name == "qalign" and trained.notes == ()
+    assert trained.score([photo])[0].notes == ()
+    other = Assessor.from_pretrained(ckpt, preset="qsit")
+    assert other.preset.name == "qsit"
+    (note,) = other.score([photo])[0].notes
+    assert "'qsit'" in note and "'qalign'" in note
+    assert other.assess(photo, max_new_tokens=2).notes == (note,)
+    assert Assessor.from_pretrained(ckpt, preset="qalign").notes == ()
+    (ckpt / MODEL_INFO_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=MODEL_INFO_FILE):
+        read_model_info(ckpt)

@@ -43,7 +43,7 @@ def test_assess_html_and_markdown(capsys, tmp_path, tiny_checkpoint, photo):
 
 def test_missing_model_is_a_one_line_error(capsys, monkeypatch, tmp_path, photo):
     monkeypatch.delenv("QSIT_MODEL", raising=False)
-    monkeypatch.setattr("qsit.cli.DEFAULT_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr("qsit.assessor.DEFAULT_MODEL_DIR", tmp_path / "absent")
     code, _, err = run(capsys, "assess", photo)
     assert code == 2
     assert err.strip().count("\n") == 0 and "--model" in err and "QSIT_MODEL" in err

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qsit.cli import DEFAULT_MODEL_DIR, main, resolve_model
+from qsit.assessor import DEFAULT_MODEL_DIR, resolve_model
+from qsit.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = DEFAULT_MODEL_DIR / "figures.json"

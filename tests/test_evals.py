@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
-from evals.iqa import correlations, load_iqa_list, run_iqa
+from evals.iqa import load_iqa_list, run_iqa
 from evals.lldescribe import JUDGE_PROMPTS, JUDGE_VERSION, DescribeItem, Judge, parse_judgment, run_lldescribe
 from evals.llvisionqa import (
     Question,
@@ -22,6 +22,7 @@ from evals.llvisionqa import (
     score,
     to_lmms_eval_samples,
 )
+from qsit.metrics import correlations
 from tests.helpers import noise_image
 from tests.llm_server import ScriptedLLM
 

@@ -70,7 +70,7 @@ def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, t
     assert np.isfinite(losses).all()
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert (final / "perception_heads.pt").is_file() and (out / "perception.png").is_file()
-    assert json.loads((final / "qsit_train.json").read_text())["stage"] == "perception"
+    assert json.loads((final / "qsit_model.json").read_text())["stage"] == "perception"
 
     from transformers import LlavaOnevisionForConditionalGeneration
 

@@ -183,8 +183,10 @@ def test_a_few_dozen_steps_lower_the_loss(small_corpus, tmp_path):
     a = Assessor.from_pretrained(final)
     r = a.score([small_corpus / "images" / "test" / "dahlia_c0" / "pristine.png"])[0]
     assert sum(r.probabilities.values()) == pytest.approx(1.0)
-    desc = json.loads((final / "qsit_train.json").read_text())
-    assert desc["config"]["mix"]["sizes"] == {"scoring": 16, "interpreting": 8} and len(desc["mix_history"]) == 6
+    desc = json.loads((final / "qsit_model.json").read_text())
+    assert desc["config"]["mix"]["sizes"] == {"scoring": 16, "interpreting": 8} and len(desc["run"]["mix_history"]) == 6
+    assert (desc["preset"], desc["kinds"], desc["tasks"]) == ("qsit", ["interpreting", "scoring"], ["quality", "aesthetics"])
+    assert a.preset.name == "qsit" and a.info == desc and a.notes == ()
 
 
 def weights(folder):
@@ -205,8 +207,8 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_p
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
-    hist_a = json.loads((straight / "qsit_train.json").read_text())["mix_history"]
-    hist_b = json.loads((resumed / "qsit_train.json").read_text())["mix_history"]
+    hist_a = json.loads((straight / "qsit_model.json").read_text())["run"]["mix_history"]
+    hist_b = json.loads((resumed / "qsit_model.json").read_text())["run"]["mix_history"]
     assert [h["sizes_after"] for h in hist_a] == [h["sizes_after"] for h in hist_b]
 
 

@@ -20,7 +20,7 @@ def png_bytes(img):
 @pytest.fixture
 def app(monkeypatch, tiny_checkpoint):
     monkeypatch.setenv("QSIT_MODEL", tiny_checkpoint)
-    monkeypatch.setattr("qsit.cli.DEFAULT_MODEL_DIR", Path("/nonexistent"))
+    monkeypatch.setattr("qsit.assessor.DEFAULT_MODEL_DIR", Path("/nonexistent"))
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     assert not at.exception, at.exception

@@ -14,12 +14,14 @@ import os
 import streamlit as st
 
 from qsit.levels import LEVELS
+from qsit.prompts import PRESETS
 
+AS_TRAINED = "as trained"
 EXAMPLES = {"pagoda (scikit-learn sample photo)": "china.jpg", "dahlia (scikit-learn sample photo)": "flower.jpg"}
 
 
 @st.cache_resource(show_spinner=False)
-def get_assessor(model: str, preset: str):
+def get_assessor(model: str, preset: str | None):
     from qsit.assessor import Assessor
 
     return Assessor.from_pretrained(model, preset=preset)
@@ -35,7 +37,7 @@ def example_bytes(filename: str) -> bytes:
 
 
 def choose_model() -> str | None:
-    from qsit.cli import DEFAULT_MODEL_DIR, MODEL_ENV
+    from qsit.assessor import DEFAULT_MODEL_DIR, MODEL_ENV
 
     st.sidebar.header("Model")
     options = []
@@ -63,9 +65,9 @@ def probability_chart(probabilities: dict):
 
 
 def main() -> None:
-    from evals.report import render
     from qsit.assessor import ModelLoadError
     from qsit.images import ImageLoadError
+    from qsit.report import render
 
     st.set_page_config(page_title="qsit — image quality", layout="wide")
     st.title("Image quality, scored and explained")
@@ -74,7 +76,9 @@ def main() -> None:
     if not model:
         st.warning("No model chosen: give a LLaVA-OneVision checkpoint folder or hub id in the sidebar.")
         st.stop()
-    preset = st.sidebar.selectbox("Prompts", ["qsit", "qsit-official", "qalign"], key="preset")
+    choice = st.sidebar.selectbox("Prompts", [AS_TRAINED, *PRESETS], key="preset",
+                                  help="the checkpoint's own prompts (qsit_model.json), or another preset")
+    preset = None if choice == AS_TRAINED else choice
     try:
         with st.spinner(f"Loading {model} …"):
             assessor = get_assessor(model, preset)
@@ -108,13 +112,13 @@ def main() -> None:
 
     left, right = st.columns([1, 1])
     with left:
-        st.image(loaded.image, caption=name, use_container_width=True)
+        st.image(loaded.image, caption=name, width="stretch")
         for note in loaded.notes:
             st.info(note)
     with right:
         st.metric("Quality score (1 bad … 5 excellent)", f"{a.score:.2f}", help="Σ p(level) · level value")
         st.markdown(f"Most likely level: **{a.level}** · spread ±{a.spread:.2f}")
-        st.altair_chart(probability_chart(a.probabilities), use_container_width=True)
+        st.altair_chart(probability_chart(a.probabilities), width="stretch")
     st.subheader("Explanation")
     st.markdown(a.explanation or "_(the model gave no text)_")
     st.download_button("Download report (HTML)", render([a], "html", thumbnails=[loaded.image]),

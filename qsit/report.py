@@ -1,7 +1,7 @@
 """Joint score + explanation reports: JSON, Markdown, and self-contained HTML.
 
 One renderer for every place a report is shown or saved (``qsit assess``, the
-UI's download button, ``qsit eval report``). HTML embeds thumbnails and draws
+UI's download button, ``qsit eval report``) and the loop that feeds it. HTML embeds thumbnails and draws
 the level-probability bars as inline SVG, so the file reads without a server.
 """
 
@@ -11,11 +11,37 @@ import base64
 import html
 import io
 import json
+import sys
 from collections.abc import Sequence
 
 from qsit.levels import LEVELS
 
 FORMATS = ("json", "markdown", "html")
+
+
+def assess_images(assessor, paths: Sequence, *, task: str = "quality", question: str | None = None,
+                  max_new_tokens: int = 256) -> tuple[list, list, list[str]]:
+    """Assess each image in turn (score + explanation); the loop of ``qsit assess`` and ``qsit eval report``.
+
+    Returns the assessments, their images (for thumbnails) and one message per image that could
+    not be read; those are skipped, the rest go on. A bar shows progress over several images.
+    """
+    from tqdm.auto import tqdm
+
+    from qsit.images import ImageLoadError
+
+    assessments, images, failures = [], [], []
+    for path in tqdm(paths, desc="assessing", unit="img", disable=len(paths) < 2):
+        try:
+            loaded = assessor.load(path)
+        except ImageLoadError as e:
+            failures.append(str(e))
+            continue
+        for note in loaded.notes:
+            tqdm.write(f"qsit: note: {loaded.name}: {note}", file=sys.stderr)
+        assessments.append(assessor.assess(loaded, task=task, question=question, max_new_tokens=max_new_tokens))
+        images.append(loaded.image)
+    return assessments, images, failures
 
 
 def render(assessments: Sequence, fmt: str = "markdown", thumbnails: Sequence | None = None,
@@ -45,7 +71,7 @@ def render(assessments: Sequence, fmt: str = "markdown", thumbnails: Sequence | 
 
 
 def _gt_stats(assessments, ground_truth: dict[str, float]) -> dict:
-    from evals.iqa import correlations
+    from qsit.metrics import correlations
 
     pairs = [(a.score, ground_truth[a.image]) for a in assessments if a.image in ground_truth]
     stats = {"matched": len(pairs), "of": len(assessments)}
@@ -59,7 +85,7 @@ def _gt_stats(assessments, ground_truth: dict[str, float]) -> dict:
 
 def agreement(assessments) -> dict:
     """How often the level an explanation concludes with equals the scored level."""
-    from evals.targets import concluded_level
+    from qsit.levels import concluded_level
 
     concluded = [(concluded_level(a.explanation or ""), a.level) for a in assessments]
     stated = [(c, lv) for c, lv in concluded if c is not None]
@@ -81,8 +107,9 @@ def _stats_line(stats) -> str:
     if not stats:
         return ""
     if "srcc" in stats:
+        warning = f" Warning: {stats['warning']}." if stats.get("warning") else ""
         return (f"Against ground truth ({stats['matched']} of {stats['of']} images): SRCC {stats['srcc']:.3f}, "
-                f"PLCC {stats['plcc']:.3f}, KRCC {stats['krcc']:.3f}.")
+                f"PLCC {stats['plcc']:.3f}, KRCC {stats['krcc']:.3f}.{warning}")
     return f"Ground truth matched {stats['matched']} of {stats['of']} images; {stats.get('error', 'too few for correlations')}."
 
 
