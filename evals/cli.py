@@ -20,7 +20,7 @@ def cmd_iqa(args) -> int:
             raise ValueError(f"--set takes NAME=PATH, got {spec!r}")
         sets[name] = path
     summary = run_iqa(load_assessor(args), sets, args.images, args.out, trained_on=tuple(args.trained_on or ()),
-                      batch_size=args.batch_size, fit=args.fit)
+                      batch_size=args.batch_size, fit=args.fit, task=args.task)
     print((Path(args.out) / "iqa.md").read_text())
     for name, r in summary["sets"].items():
         if r.get("warning"):
@@ -141,7 +141,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--export-lmms-eval", metavar="JSONL", help="also write samples in lmms-eval's layout")
     p.add_argument("--compare-lmms-eval", metavar="JSONL",
                    help="re-score lmms-eval qbench_dev samples with qsit's rules instead of running a model")
-    add_model_args(p)
+    add_model_args(p, with_task=False)
     p.set_defaults(func=cmd_llvisionqa)
 
     p = esub.add_parser("lldescribe", help="LLM-judged quality descriptions (paper Table VI)")
@@ -154,7 +154,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    add_model_args(p)
+    add_model_args(p, with_task=False)
     p.set_defaults(func=cmd_lldescribe)
 
     p = esub.add_parser("report", help="joint score + explanation report for images or folders")

@@ -51,7 +51,7 @@ def load_iqa_list(path: str | Path) -> tuple[list[IQAItem], Path | None]:
 
 def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, out_dir: str | Path,
             trained_on: tuple[str, ...] = (), batch_size: int = 8, fit: str | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, task: str = "quality") -> dict:
     """Score every test set (resuming from the cache), correlate, plot, and write the tables."""
     out = Path(out_dir)
     cache = SampleCache(out / "iqa_cache.jsonl")
@@ -59,7 +59,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
     for name, path in test_sets.items():
         items, root = load_iqa_list(path)
         root = root or Path(image_root or default_image_root(path))
-        keys = [f"{assessor.model_id}|{assessor.preset.version}|{name}|{it.img_path}" for it in items]
+        keys = [f"{assessor.model_id}|{assessor.preset.version}|{task}|{name}|{it.img_path}" for it in items]
         todo = [(k, it) for k, it in zip(keys, items, strict=True) if k not in cache]
         missing = []
         for start in range(0, len(todo), batch_size):
@@ -71,7 +71,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
                     ok.append((k, it, p))
                 else:
                     missing.append(it.img_path)
-            for (k, _it, _p), r in zip(ok, assessor.score([p for _, _, p in ok], batch_size=batch_size),
+            for (k, _it, _p), r in zip(ok, assessor.score([p for _, _, p in ok], task=task, batch_size=batch_size),
                                        strict=True):
                 cache.put(k, r.to_dict())
         scored = [(it, cache.get(k)) for k, it in zip(keys, items, strict=True) if k in cache]
@@ -87,7 +87,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
         scatter_plot(pred, gt, results[name], out / f"iqa_scatter_{name}.png", title=name)
     avg = np.mean([(r["srcc"] + r["plcc"]) / 2 for r in results.values()])
     summary = {"sets": results, "average_srcc_plcc": float(avg), "model": assessor.model_id,
-               "prompt_version": assessor.preset.version, "fit": fit}
+               "prompt_version": assessor.preset.version, "task": task, "fit": fit}
     write_results(out, "iqa", summary, iqa_markdown(summary), samples)
     return summary
 

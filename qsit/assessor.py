@@ -8,7 +8,7 @@ re-implement any of those.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,6 +148,35 @@ def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
             f"probabilities cannot be told apart: {shown}"
         )
     return ids
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    text: str
+    finish_reason: str
+    """"stop" when the model ended its turn, "length" when it hit ``max_new_tokens`` (OpenAI's words)."""
+
+
+def finish_reason(new_tokens: Sequence[int], end_ids: set[int], max_new_tokens: int) -> str:
+    ended = bool(new_tokens) and new_tokens[-1] in end_ids
+    return "length" if len(new_tokens) >= max_new_tokens and not ended else "stop"
+
+
+def stripped_pieces(pieces: Iterable[str]) -> Iterator[str]:
+    """Stream pieces whose concatenation is the stripped text: leading and trailing whitespace
+    dropped, whitespace between words kept (held back until a word follows), no empty pieces."""
+    started, held = False, ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        text = held + piece
+        body = text.rstrip()
+        held = text[len(body):]
+        if body:
+            yield body
 
 
 def choose_preset(explicit: str | PromptPreset | None, info: dict | None) -> tuple[PromptPreset, tuple[str, ...]]:
@@ -362,6 +391,11 @@ class Assessor:
     def chat(self, image, history: Sequence[dict], max_new_tokens: int = 256, do_sample: bool = False,
              streamer=None, **generate_kwargs) -> str:
         """Answer the last user turn of ``history`` (role/content dicts); the image goes with the first."""
+        return self.reply(image, history, max_new_tokens, do_sample, streamer, **generate_kwargs).text
+
+    def reply(self, image, history: Sequence[dict], max_new_tokens: int = 256, do_sample: bool = False,
+              streamer=None, **generate_kwargs) -> ChatReply:
+        """Like ``chat``, with why generation ended: "stop" (end of turn) or "length" (the token limit)."""
         import torch
 
         from qsit.conversation import render_prompt
@@ -373,12 +407,21 @@ class Assessor:
                 **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, streamer=streamer,
                 pad_token_id=self.tokenizer.pad_token_id, **generate_kwargs,
             )
-        new_tokens = out[0, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        new_tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        return ChatReply(text, finish_reason(new_tokens, self._end_ids(), max_new_tokens))
+
+    def _end_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        return {i for i in ids if i is not None}
 
     def stream_chat(self, image, history: Sequence[dict], max_new_tokens: int = 256,
-                    **generate_kwargs) -> Iterator[str]:
-        """Like ``chat`` but yields text pieces as they are generated."""
+                    **generate_kwargs) -> Generator[str, None, str]:
+        """Like ``chat`` but yields text pieces as they are generated; returns the finish reason.
+
+        The pieces join to exactly ``chat``'s text: no leading or trailing whitespace, no empty pieces.
+        """
         import threading
 
         from transformers import TextIteratorStreamer
@@ -387,20 +430,23 @@ class Assessor:
         _chat_messages(history)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
+        replies: list[ChatReply] = []
 
         def work():
             try:
-                self.chat(loaded, history, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
+                replies.append(self.reply(loaded, history, max_new_tokens=max_new_tokens, streamer=streamer,
+                                          **generate_kwargs))
             except BaseException as e:  # re-raised in the caller's thread below
                 failure.append(e)
                 streamer.end()  # otherwise the consumer would wait forever
 
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
-        yield from streamer
+        yield from stripped_pieces(streamer)
         worker.join()
         if failure:
             raise failure[0]
+        return replies[0].finish_reason
 
     # ------------------------------------------------------------------ joint
     def assess(self, image, task: str = "quality", question: str | None = None,

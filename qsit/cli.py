@@ -109,7 +109,7 @@ def cmd_serve(args) -> int:
                        "model; give --api-key or set QSIT_API_KEY")
     config = ServerConfig(host=args.host, port=args.port, api_key=key,
                           max_request_bytes=int(args.max_request_mb * 2**20), max_batch=args.max_batch,
-                          batch_wait_s=args.batch_wait_ms / 1000,
+                          batch_wait_s=args.batch_wait_ms / 1000, default_task=args.task,
                           allow_local_dir=Path(args.allow_local_dir) if args.allow_local_dir else None)
     serve(load_assessor(args), config)
     return 0

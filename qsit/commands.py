@@ -21,14 +21,16 @@ def say(text: str) -> None:
     print(f"qsit: {text}", file=sys.stderr)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
+    """The model options; ``with_task`` only where a scoring task means something."""
     from qsit.prompts import PRESETS
 
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"checkpoint directory or hub id (default: ${MODEL_ENV}, then the embedded model)")
     g.add_argument("--preset", choices=list(PRESETS),
                    help="prompt preset (default: the one the checkpoint was trained with, else qsit)")
-    g.add_argument("--task", default="quality", help="scoring task of the preset (quality, aesthetics)")
+    if with_task:
+        g.add_argument("--task", default="quality", help="scoring task of the preset (quality, aesthetics)")
     g.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--dtype", help="bfloat16, float16 or float32 (default: bf16 on GPU, fp32 on CPU)")
     g.add_argument("--max-pixels", type=int, help="refuse images larger than this (default: Pillow's limit)")

@@ -241,6 +241,7 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    check_trainable_preset(cfg.preset)
     if cfg.stage == "perception":
         p = cfg.perception
         if p is None or not p.photos:
@@ -272,3 +273,19 @@ def check(cfg: TrainConfig) -> None:
         if not same:
             raise ConfigError("mix.ratios, mix.base and mix.reference_ratio must match mix.plan (edit both or "
                               "drop mix.plan)")
+
+
+def check_trainable_preset(name: str) -> None:
+    """A preset whose answer prefix ends in a space (the published Q-SiT script's) cannot be trained:
+    scoring would show the model a lone space token that no training answer ("... is good.") contains."""
+    from qsit.prompts import get_preset
+
+    try:
+        preset = get_preset(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    spaced = [task for task, p in preset.scoring.items() if p.answer_prefix[-1:].isspace()]
+    if spaced:
+        raise ConfigError(f"preset {name!r} is for scoring published checkpoints only: its {spaced[0]} answer "
+                          "prefix ends in a space, so a model trained with it would be scored on a token its "
+                          "training never showed; train with 'qsit' or 'qalign'")

@@ -155,3 +155,14 @@ def test_checkpoint_description_chooses_the_preset_and_a_mismatch_is_noted(tiny_
     (ckpt / MODEL_INFO_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=MODEL_INFO_FILE):
         read_model_info(ckpt)
+
+
+def test_stream_pieces_join_to_the_stripped_reply_and_finish_reasons():
+    from qsit.assessor import finish_reason, stripped_pieces
+
+    assert list(stripped_pieces(["\n", " ", "\n"])) == []  # an empty reply streams nothing
+    assert list(stripped_pieces(["\n", "The", " image", " ", "\n", "is", " dark", ".\n"])) == [
+        "The", " image", " \nis", " dark", "."]
+    assert finish_reason([5, 6, 2], end_ids={2}, max_new_tokens=3) == "stop"  # ended on the last allowed token
+    assert finish_reason([5, 6, 7], end_ids={2}, max_new_tokens=3) == "length"
+    assert finish_reason([5, 2], end_ids={2}, max_new_tokens=3) == "stop"

@@ -1,5 +1,7 @@
 """Prompt snapshots: a changed word here changes what every model is asked."""
 
+from pathlib import Path
+
 import pytest
 
 from qsit.prompts import PRESETS, get_preset, multiple_choice_question, user_turn
@@ -55,3 +57,38 @@ def test_rendered_chat_prompt_snapshot(assessor):
         "<|im_start|>user <image>\nAssume you are an image quality evaluator. How would you rate the quality "
         "of this image?<|im_end|><|im_start|>assistant\nThe quality of the image is"
     )
+
+
+@pytest.mark.parametrize("preset_name", list(PRESETS))
+def test_training_record_and_scoring_prompt_are_the_same_tokens(tiny_checkpoint, preset_name):
+    """What a trained model saw before the level word is exactly what scoring shows it, for every
+    trainable preset and task: a D1 record rendered for training vs the scoring prompt, token for
+    token. The published script's preset ends its prefix in a space: training refuses it, and the
+    test shows why (the rendering differs exactly there)."""
+    from qsit.assessor import Assessor
+    from qsit.levels import LEVELS
+    from qsit.records import IMAGE_MARKER, Record
+    from qsit.tokenization import encode
+    from qsit.train_config import ConfigError, check_trainable_preset
+    from tests.helpers import noise_image
+
+    a = Assessor.from_pretrained(tiny_checkpoint, preset=preset_name)
+    image = noise_image(48, 40, seed=3)
+    path = Path(tiny_checkpoint).parent / f"render-{preset_name}.png"
+    image.save(path)
+    for task in a.preset.tasks:
+        prompt = a.preset.scoring_prompt(task)
+        scoring = a._encode_scoring([a.load(path)], task)["input_ids"][0].tolist()
+        for i in range(len(LEVELS)):
+            record = Record(id="r", kind="scoring", images=[str(path)], source="t", split="train",
+                            messages=[{"role": "user", "content": f"{IMAGE_MARKER}\n{prompt.question}"},
+                                      {"role": "assistant", "content": prompt.answer(i)}])
+            trained = encode(a.processor, record, [path]).input_ids
+            if prompt.answer_prefix.endswith(" "):
+                assert trained[:len(scoring) - 1] == scoring[:-1] and trained[len(scoring) - 1] != scoring[-1]
+                with pytest.raises(ConfigError, match="scoring published checkpoints only"):
+                    check_trainable_preset(preset_name)
+                continue
+            check_trainable_preset(preset_name)
+            assert trained[:len(scoring)] == scoring, (preset_name, task)
+            assert trained[len(scoring)] == a.level_token_ids[task][i], (preset_name, task, LEVELS[i])

@@ -49,6 +49,8 @@ class ServerConfig:
     """Extra time the batcher waits for more requests once one has arrived. Under load, requests
     queue up while a forward pass runs and are merged anyway, so the default adds no latency."""
     max_new_tokens: int = 512
+    default_task: str = "quality"
+    """The scoring task of a /v1/score request that names none (``qsit serve --task``)."""
 
 
 class APIError(Exception):
@@ -92,9 +94,11 @@ class ScoreBatcher:
         self.max_batch, self.wait_s = max_batch, wait_s
         self.queue: asyncio.Queue = asyncio.Queue()
         self.batch_sizes: list[int] = []  # images per forward pass, for monitoring and tests
+        self.received = 0  # requests submitted so far
 
     async def submit(self, images: list, task: str) -> list:
         fut = asyncio.get_running_loop().create_future()
+        self.received += 1
         await self.queue.put((images, task, fut))
         return await fut
 
@@ -196,6 +200,7 @@ def create_app(assessor, config: ServerConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="qsit", lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.model_lock = state.lock  # held while the model runs
 
     def error(status: int, message: str, code: str):
         kind = "authentication_error" if status == 401 else "invalid_request_error" if status < 500 else "server_error"
@@ -249,7 +254,7 @@ def create_app(assessor, config: ServerConfig | None = None) -> FastAPI:
             raise APIError(400, "give 'image' or a non-empty list 'images' (data: URLs)")
         if len(refs) > config.max_images_per_request:
             raise APIError(400, f"at most {config.max_images_per_request} images per request")
-        task = body.get("task", "quality")
+        task = body.get("task", config.default_task)
         if task not in assessor.preset.tasks:
             raise APIError(400, f"unknown task {task!r}; this model's prompts have {', '.join(assessor.preset.tasks)}")
         images = [decode_image_ref(r, assessor, config) for r in refs]
@@ -276,19 +281,24 @@ def create_app(assessor, config: ServerConfig | None = None) -> FastAPI:
             def events():
                 with state.lock:
                     yield chunk({"role": "assistant", "content": ""})
-                    for piece in assessor.stream_chat(image, history, max_new_tokens=max_new, **gen):
-                        if piece:
-                            yield chunk({"content": piece})
-                yield chunk({}, "stop")
+                    pieces = assessor.stream_chat(image, history, max_new_tokens=max_new, **gen)
+                    while True:
+                        try:
+                            piece = next(pieces)
+                        except StopIteration as end:  # the generator's return value: why it stopped
+                            finish = end.value
+                            break
+                        yield chunk({"content": piece})
+                yield chunk({}, finish)
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
-        text = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: run_model(assessor.chat, image, history, max_new_tokens=max_new, **gen))
+        reply = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: run_model(assessor.reply, image, history, max_new_tokens=max_new, **gen))
         return {"id": rid, "object": "chat.completion", "created": created, "model": assessor.model_id,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}]}
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                             "finish_reason": reply.finish_reason}]}
 
     return app
 
