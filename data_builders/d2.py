@@ -190,6 +190,18 @@ Write JSON with these keys:
   restoration tools, or whether the image is fit for use."""
 
 
+def parse_qa(raw: str, feedback: str) -> QualityQA:
+    """The LLM's JSON reply as a validated ``QualityQA``; ``ValueError`` says what is wrong with it."""
+    try:
+        qa = QualityQA.from_dict(json.loads(raw) | {"description": feedback})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"reply is not the asked JSON ({type(e).__name__}: {_short(str(e))})") from None
+    problems = qa_problems(qa)
+    if problems:
+        raise ValueError("reply does not validate: " + "; ".join(problems[:3]))
+    return qa
+
+
 class LLMUnreachable(BuildError):
     """The endpoint cannot be used at all; the run stops (finished items stay cached)."""
 
@@ -238,35 +250,22 @@ class LLMQuestionWriter:
 
     def write_one(self, feedback: str) -> QualityQA:
         """One item: from the cache, or asked (and re-asked while the reply does not validate)."""
-        from qsit.llm import EndpointUnreachable, RequestFailed
+        from qsit.llm import EndpointUnreachable
 
         hit = self.cached(feedback)
         if hit is not None:
             return hit
-        last = "no reply"
-        for _ in range(self.attempts):
-            try:
-                raw = self._endpoint.complete(
-                    [{"role": "system", "content": LLM_SYSTEM},
-                     {"role": "user", "content": LLM_TEMPLATE.format(feedback=feedback)}],
-                    temperature=self.temperature, json_mode=True)
-            except EndpointUnreachable as e:
-                raise LLMUnreachable(str(e)) from None
-            except RequestFailed as e:
-                last = str(e)
-                continue
-            try:
-                qa = QualityQA.from_dict(json.loads(raw) | {"description": feedback})
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                last = f"reply is not the asked JSON ({type(e).__name__}: {_short(str(e))})"
-                continue
-            problems = qa_problems(qa)
-            if problems:
-                last = "reply does not validate: " + "; ".join(problems[:3])
-                continue
-            self._store(feedback, qa, raw)
-            return qa
-        raise ValueError(last)
+        messages = [{"role": "system", "content": LLM_SYSTEM},
+                    {"role": "user", "content": LLM_TEMPLATE.format(feedback=feedback)}]
+        try:
+            answer = self._endpoint.ask(messages, lambda raw: parse_qa(raw, feedback), attempts=self.attempts,
+                                        temperature=self.temperature, json_mode=True)
+        except EndpointUnreachable as e:
+            raise LLMUnreachable(str(e)) from None
+        if answer.value is None:
+            raise ValueError(answer.failure)
+        self._store(feedback, answer.value, answer.reply)
+        return answer.value
 
     def write_all(self, items: Sequence[tuple[str, str]], progress: bool = True
                   ) -> tuple[dict[str, QualityQA], dict[str, str]]:

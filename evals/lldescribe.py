@@ -92,22 +92,18 @@ class Judge:
 
         self._endpoint = ChatEndpoint(self.base_url, self.model, self.api_key_env, self.timeout, self.max_retries)
 
-    def rate(self, dimension: str, golden: str, output: str) -> tuple[int | None, str]:
-        """(score or None, last raw reply or failure reason)."""
-        from qsit.llm import RequestFailed
-
+    def rate(self, dimension: str, golden: str, output: str):
+        """A ``qsit.llm.Answer``: the score 0..2, or why the judge gave none."""
         prompt = JUDGE_PROMPTS[dimension].format(golden=golden, output=output or "(empty)")
-        last = ""
-        for _ in range(self.attempts):
-            try:
-                last = self._endpoint.complete([{"role": "user", "content": prompt}], temperature=self.temperature)
-            except RequestFailed as e:
-                last = str(e)
-                continue
-            value = parse_judgment(last)
-            if value is not None:
-                return value, last
-        return None, last
+        return self._endpoint.ask([{"role": "user", "content": prompt}], judgment, attempts=self.attempts,
+                                  temperature=self.temperature)
+
+
+def judgment(reply: str) -> int:
+    value = parse_judgment(reply)
+    if value is None:
+        raise ValueError("the judge's reply holds no score 0, 1 or 2")
+    return value
 
 
 def run_lldescribe(assessor, items: list[DescribeItem], image_root: str | Path, judge: Judge, out_dir: str | Path,
@@ -141,22 +137,23 @@ def run_lldescribe(assessor, items: list[DescribeItem], image_root: str | Path, 
                    for it, dim, r in todo}
         for fut in as_completed(futures):
             it, dim, r = futures[fut]
-            value, raw = fut.result()  # EndpointUnreachable propagates: the run stops, the cache keeps the rest
-            cache.put(jkey(it, dim, r), {"score": value, "raw": raw})
+            answer = fut.result()  # EndpointUnreachable propagates: the run stops, the cache keeps the rest
+            cache.put(jkey(it, dim, r), {"score": answer.value, "raw": answer.reply, "failure": answer.failure})
             bar.update(1)
 
-    per_dim, failed, samples = {d: Counter() for d in DIMENSIONS}, Counter(), []
+    per_dim, failed, samples, reasons = {d: Counter() for d in DIMENSIONS}, Counter(), [], Counter()
     for it in present:
         row = {"img_path": it.img_path, "golden_description": it.golden_description,
                "output": descriptions[it.img_path]}
         for dim in DIMENSIONS:
-            scores = [cache.get(jkey(it, dim, r))["score"] for r in range(rounds)]
-            row[dim] = scores
-            for s in scores:
-                if s is None:
+            judged = [cache.get(jkey(it, dim, r)) for r in range(rounds)]
+            row[dim] = [j["score"] for j in judged]
+            for j in judged:
+                if j["score"] is None:
                     failed[dim] += 1
+                    reasons[j.get("failure") or "reason not recorded"] += 1
                 else:
-                    per_dim[dim][s] += 1
+                    per_dim[dim][j["score"]] += 1
         samples.append(row)
     table = {}
     for dim in DIMENSIONS:
@@ -168,6 +165,7 @@ def run_lldescribe(assessor, items: list[DescribeItem], image_root: str | Path, 
     results = {"model": assessor.model_id, "prompt_version": assessor.preset.version, "judge": judge.model,
                "judge_version": JUDGE_VERSION, "rounds": rounds, "items": len(items),
                "missing_images": len(items) - len(present), "dimensions": table,
+               "failures": dict(reasons.most_common()),
                "sum": sum(means) if all(m is not None for m in means) else None}
     write_results(out, "lldescribe", results, lldescribe_markdown(results), samples)
     return results
@@ -184,4 +182,8 @@ def lldescribe_markdown(results: dict) -> str:
     failed = sum(results["dimensions"][d]["failed"] for d in DIMENSIONS)
     note = (f"\nJudge `{results['judge']}` with prompts `{results['judge_version']}`, {results['rounds']} rounds "
             f"averaged; {failed} judgment(s) failed and were excluded.\n")
+    for reason, count in results.get("failures", {}).items():
+        note += f"\n- {count} × {reason}"
+    if results.get("failures"):
+        note += "\n"
     return "\n".join([head, "|---" * (1 + 4 * len(DIMENSIONS) + 1) + "|", row]) + "\n" + note

@@ -44,16 +44,26 @@ def cmd_assess(args) -> int:
 SCORE_COLUMNS = ["path", "score", "level", *[f"p_{level}" for level in LEVELS], "spread", "notes", "error"]
 
 
-def read_done(out: Path) -> set[str]:
-    """Paths already in a scores CSV (rows with an error included: rerunning would fail the same way)."""
+def read_rows(out: Path) -> list[dict]:
+    """The rows of an existing scores CSV (none if it does not exist yet)."""
     if not out.exists() or out.stat().st_size == 0:
-        return set()
+        return []
     with open(out, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != SCORE_COLUMNS:
             raise CLIError(f"{out} exists but is not a qsit scores file (columns {reader.fieldnames}); "
                            "choose another --out")
-        return {row["path"] for row in reader}
+        return list(reader)
+
+
+def drop_error_rows(out: Path, rows: list[dict]) -> None:
+    """Rewrite the CSV without its error rows (atomically), so they are scored again."""
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if not r["error"])
+    os.replace(tmp, out)
 
 
 def cmd_score(args) -> int:
@@ -63,13 +73,21 @@ def cmd_score(args) -> int:
 
     paths, n_problems = expand_images(args.paths, "score")
     out = Path(args.out)
-    done = read_done(out)
+    rows = read_rows(out)
+    errors = [r for r in rows if r["error"]]
+    if args.retry_errors and errors:
+        drop_error_rows(out, rows)
+        rows = [r for r in rows if not r["error"]]
+        print(f"qsit: retrying {len(errors)} image(s) that failed before", file=sys.stderr)
+    done = {r["path"] for r in rows}
     todo = [p for p in paths if str(p) not in done]
-    if done:
-        print(f"qsit: {len(paths) - len(todo)} of {len(paths)} images already in {out}; scoring the rest",
-              file=sys.stderr)
     if not todo:
+        hint = f" ({len(errors)} with errors; --retry-errors scores those again)" if errors and not args.retry_errors else ""
+        print(f"qsit: all {len(paths)} images are already in {out}{hint}; nothing to score", file=sys.stderr)
         return 0
+    if len(todo) < len(paths):
+        print(f"qsit: {len(paths) - len(todo)} of {len(paths)} images already in {out}; scoring the other "
+              f"{len(todo)}", file=sys.stderr)
     assessor = load_assessor(args)
     new_file = not out.exists() or out.stat().st_size == 0
     n_errors = 0
@@ -185,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--out", required=True, help="CSV file; images already in it are skipped")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--retry-errors", action="store_true",
+                   help="score again the images whose rows hold an error (e.g. a file fixed since)")
     add_model_args(p)
     p.set_defaults(func=cmd_score)
 

@@ -10,7 +10,11 @@ retries — callers record it and go on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class EndpointUnreachable(RuntimeError):
@@ -19,6 +23,17 @@ class EndpointUnreachable(RuntimeError):
 
 class RequestFailed(RuntimeError):
     """One request failed after the client's retries."""
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """What ``ChatEndpoint.ask`` got: the parsed value, or why no reply would do."""
+
+    value: T | None
+    reply: str
+    """The last raw reply ("" if no request succeeded)."""
+    failure: str | None = None
+    """Why the last attempt failed (an HTTP error, or the parser's reason); None on success."""
 
 
 @dataclass
@@ -51,3 +66,21 @@ class ChatEndpoint:
                 raise EndpointUnreachable(f"LLM endpoint {self.base_url} refused the request: {why}") from None
             raise RequestFailed(why) from None
         return reply.choices[0].message.content or ""
+
+    def ask(self, messages: list[dict], parse: Callable[[str], T], attempts: int = 3, temperature: float = 0.0,
+            json_mode: bool = False) -> Answer[T]:
+        """Ask until ``parse`` accepts the reply (it raises ``ValueError`` saying why not), at most
+        ``attempts`` times. A failed request counts as an attempt; an unusable endpoint raises
+        ``EndpointUnreachable`` at once."""
+        reply, why = "", "no attempt made"
+        for _ in range(max(1, attempts)):
+            try:
+                reply = self.complete(messages, temperature=temperature, json_mode=json_mode)
+            except RequestFailed as e:
+                why = str(e)
+                continue
+            try:
+                return Answer(parse(reply), reply)
+            except ValueError as e:
+                why = str(e)
+        return Answer(None, reply, why)

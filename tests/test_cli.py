@@ -117,6 +117,19 @@ def test_score_csv_resumes_and_records_bad_images(capsys, tmp_path, tiny_checkpo
     rows2 = read_rows(out)
     assert rows2[:4] == rows and len(rows2) == 5 and rows2[4]["path"].endswith("palette.png")
 
+    # Nothing new: said plainly, with the way to retry the error row.
+    code, _, err = run(capsys, "score", folder, "--model", tiny_checkpoint, "--out", out)
+    assert code == 0 and "nothing to score" in err and "--retry-errors" in err and "scoring" not in err
+    assert read_rows(out) == rows2
+    # The broken file is fixed: --retry-errors scores it again and keeps every other row.
+    (folder / "broken.jpg").write_bytes(odd_images["exif"].read_bytes())
+    code, _, err = run(capsys, "score", folder, "--model", tiny_checkpoint, "--out", out, "--retry-errors")
+    assert code == 0 and "retrying 1 image" in err
+    rows3 = read_rows(out)
+    fixed = next(r for r in rows3 if r["path"].endswith("broken.jpg"))
+    assert fixed["error"] == "" and 1 <= float(fixed["score"]) <= 5
+    assert [r for r in rows3 if r is not fixed] == [r for r in rows2 if not r["error"]]
+
 
 def test_score_refuses_to_append_to_a_foreign_csv(capsys, tmp_path, tiny_checkpoint, photo):
     out = tmp_path / "other.csv"

@@ -208,5 +208,18 @@ def test_lldescribe_with_a_loopback_judge(assessor, tiny_bench):
         assert calls == 2 * 3 * (1 + 1 + 2)  # items × rounds × (one call, one call, two attempts)
         run_lldescribe(assessor, items, tiny_bench, judge, out, rounds=3, max_new_tokens=4, progress=False)
         assert sum(llm.calls.values()) == calls  # an interrupted or repeated run judges nothing twice
-    assert "failed and were excluded" in (out / "lldescribe.md").read_text()
+    assert r["failures"] == {"the judge's reply holds no score 0, 1 or 2": 6}
+    md = (out / "lldescribe.md").read_text()
+    assert "6 judgment(s) failed and were excluded" in md and "6 × the judge's reply holds no score" in md
     assert math.isclose(json.loads((out / "lldescribe.json").read_text())["dimensions"]["relevance"]["P2"], 1.0)
+
+
+def test_ask_says_why_a_request_failed():
+    from qsit.llm import ChatEndpoint
+
+    with ScriptedLLM() as llm:
+        endpoint = ChatEndpoint(llm.base_url, "m", max_retries=0, timeout=5)
+        answer = endpoint.ask([{"role": "user", "content": "[500] rate this"}], int, attempts=2)
+        assert answer.value is None and answer.failure.startswith("HTTP 500") and llm.calls["[500]"] == 2
+        answer = endpoint.ask([{"role": "user", "content": "[ok]"}], lambda r: r.upper(), attempts=2)
+        assert answer.failure is None and answer.value == answer.reply.upper()
