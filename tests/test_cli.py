@@ -1,6 +1,7 @@
 """The ``qsit`` command, run as a user runs it: bad input never gives a traceback or loses work."""
 
 import csv
+import html as html_lib
 import json
 import subprocess
 import sys
@@ -36,9 +37,16 @@ def test_assess_html_and_markdown(capsys, tmp_path, tiny_checkpoint, photo):
     code, _, _ = run(capsys, "assess", photo, "--model", tiny_checkpoint, "--format", "html", "--out", out_html,
                      "--max-new-tokens", "3")
     html = out_html.read_text()
-    assert code == 0 and "data:image/jpeg;base64," in html and "<svg" in html and "excellent" in html
+    from qsit.assessor import Assessor
+
+    want = Assessor.from_pretrained(tiny_checkpoint).assess(photo, max_new_tokens=3)
+    assert code == 0 and "data:image/jpeg;base64," in html and "<svg" in html
+    assert f"{want.score:.3f}" in html and html_lib.escape(want.explanation) in html
     code, out, _ = run(capsys, "assess", photo, "--model", tiny_checkpoint, "--max-new-tokens", "3")
-    assert code == 0 and out.startswith(f"## {photo}") and "| fair |" in out
+    assert code == 0 and out.startswith(f"## {photo}")
+    assert f"**Score:** {want.score:.3f} on 1..5 (**{want.level}**)" in out and want.explanation in out
+    for level, p in want.probabilities.items():
+        assert f"| {level} | {p:.3f} |" in out
 
 
 def test_missing_model_is_a_one_line_error(capsys, monkeypatch, tmp_path, photo):

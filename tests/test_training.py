@@ -273,8 +273,8 @@ def test_two_processes_under_torchrun_share_the_epoch(small_corpus, tmp_path):
 
 
 def test_gradient_checkpointing_trains(small_corpus, tmp_path):
-    cfg = tiny_cfg(small_corpus, tmp_path / "gc", "train.epochs=1", "train.gradient_checkpointing=true",
-                   "mix.sizes={scoring: 8, interpreting: 8}")
+    cfg = tiny_cfg(small_corpus, tmp_path / "gc", "train.epochs=3", "train.gradient_checkpointing=true",
+                   "mix.sizes={scoring: 8}", "train.lr=3e-3")
     recipe = TrainRecipe(cfg, progress=False)
     recipe.setup()
     m = recipe.model
@@ -282,3 +282,6 @@ def test_gradient_checkpointing_trains(small_corpus, tmp_path):
     final = recipe.train().final
     recipe.cleanup()
     assert (final / "config.json").is_file()
+    losses = [loss for _, loss in recipe.state["losses"]]
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])

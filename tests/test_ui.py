@@ -27,14 +27,18 @@ def app(monkeypatch, tiny_checkpoint):
     return at
 
 
-def test_upload_score_explain_chat_and_bad_upload(app):
+def test_upload_score_explain_chat_and_bad_upload(app, tiny_checkpoint):
+    from qsit.assessor import Assessor
+
+    expected = Assessor.from_pretrained(tiny_checkpoint)
     assert "Upload a photo" in app.info[0].value
     app.file_uploader[0].set_value(("photo.png", png_bytes(noise_image(60, 90, seed=4)), "image/png"))
     app.run()
     assert not app.exception, app.exception
-    score = float(app.metric[0].value)
-    assert 1 <= score <= 5
-    assert any("Most likely level" in m.value for m in app.markdown)
+    want = expected.assess(noise_image(60, 90, seed=4))
+    assert float(app.metric[0].value) == pytest.approx(want.score, abs=0.005)
+    assert any(f"Most likely level: **{want.level}**" in m.value for m in app.markdown)
+    assert any(m.value == (want.explanation or "_(the model gave no text)_") for m in app.markdown)
     assert app.get("download_button")
 
     app.chat_input[0].set_value("Is the image blurry?")
@@ -42,6 +46,11 @@ def test_upload_score_explain_chat_and_bad_upload(app):
     assert not app.exception, app.exception
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
     assert app.chat_message[0].markdown[0].value == "Is the image blurry?"
+    context = [{"role": "user", "content": expected.preset.describe_question},
+               {"role": "assistant", "content": want.explanation or "I could not describe it."},
+               {"role": "user", "content": "Is the image blurry?"}]
+    reply = expected.chat(noise_image(60, 90, seed=4), context, max_new_tokens=256)
+    assert app.chat_message[1].markdown[0].value == (reply or "_(the model gave no text)_")
 
     app.file_uploader[0].set_value(("notes.jpg", b"this is not an image", "image/jpeg"))
     app.run()

@@ -17,6 +17,7 @@ from qsit.levels import LEVELS
 from qsit.prompts import PRESETS
 
 AS_TRAINED = "as trained"
+NO_TEXT = "_(the model gave no text)_"
 EXAMPLES = {"pagoda (scikit-learn sample photo)": "china.jpg", "dahlia (scikit-learn sample photo)": "flower.jpg"}
 
 
@@ -120,7 +121,7 @@ def main() -> None:
         st.markdown(f"Most likely level: **{a.level}** · spread ±{a.spread:.2f}")
         st.altair_chart(probability_chart(a.probabilities), width="stretch")
     st.subheader("Explanation")
-    st.markdown(a.explanation or "_(the model gave no text)_")
+    st.markdown(a.explanation or NO_TEXT)
     st.download_button("Download report (HTML)", render([a], "html", thumbnails=[loaded.image]),
                        file_name="qsit-report.html", mime="text/html")
 
@@ -140,7 +141,10 @@ def main() -> None:
                    {"role": "assistant", "content": a.explanation or "I could not describe it."}, *history]
         with st.chat_message("assistant"):
             answer = st.write_stream(assessor.stream_chat(loaded, context, max_new_tokens=256))
-        history.append({"role": "assistant", "content": answer if isinstance(answer, str) else "".join(answer)})
+            answer = answer if isinstance(answer, str) else "".join(answer)
+            if not answer:
+                st.markdown(NO_TEXT)
+        history.append({"role": "assistant", "content": answer or NO_TEXT})
 
 
 main()
