@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -73,28 +73,30 @@ class ScoreResult:
         return d
 
 
+_SCORE_FIELDS = frozenset(f.name for f in fields(ScoreResult)) | {"score_unit"}
+
+
 @dataclass(frozen=True)
 class Assessment:
-    """The joint result: a score and an explanation of the same image, by the same model."""
+    """The joint result: a score and an explanation of the same image, by the same model.
 
-    image: str
-    score: float
-    level: str
-    probabilities: dict[str, float]
-    spread: float
+    The score's fields read through: ``a.score``, ``a.level``, ``a.probabilities`` … are ``a.result``'s.
+    """
+
+    result: ScoreResult
     explanation: str
     model: str
     prompt_version: str
-    task: str = "quality"
-    notes: tuple[str, ...] = ()
-    score_range: tuple[float, float] = L.SCORE_RANGE
-    higher_is_better: bool = True
+
+    def __getattr__(self, name: str):
+        if name in _SCORE_FIELDS:
+            return getattr(object.__getattribute__(self, "result"), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["notes"] = list(self.notes)
-        d["score_range"] = list(self.score_range)
-        return d
+        """One flat mapping: the score's fields, then the explanation and who made both."""
+        return {**self.result.to_dict(), "explanation": self.explanation, "model": self.model,
+                "prompt_version": self.prompt_version}
 
 
 def default_device_and_dtype(device=None, dtype=None):
@@ -455,11 +457,7 @@ class Assessor:
         loaded = self.load(image)
         result = self.score([loaded], task=task)[0]
         explanation = self.explain(loaded, question=question, max_new_tokens=max_new_tokens)
-        return Assessment(
-            image=result.image, score=result.score, level=result.level,
-            probabilities=result.probabilities, spread=result.spread, explanation=explanation,
-            model=self.model_id, prompt_version=self.preset.version, task=task, notes=result.notes,
-        )
+        return Assessment(result, explanation, model=self.model_id, prompt_version=self.preset.version)
 
 
 def _chat_messages(history: Sequence[dict]) -> list[dict]:

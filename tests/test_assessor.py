@@ -96,18 +96,30 @@ def test_aesthetics_task_uses_its_own_prompt(assessor):
 
 def test_explain_chat_and_assess(assessor, photo):
     text = assessor.explain(photo, max_new_tokens=6)
-    assert isinstance(text, str)
-    reply = assessor.chat(photo, [
+    assert text == assessor.chat(photo, [{"role": "user", "content": assessor.preset.describe_question}],
+                                 max_new_tokens=6)
+    history = [
         {"role": "user", "content": "Describe the quality."},
         {"role": "assistant", "content": text or "It is fine."},
         {"role": "user", "content": "Is it blurry?"},
-    ], max_new_tokens=4)
-    assert isinstance(reply, str)
-    streamed = "".join(assessor.stream_chat(photo, [{"role": "user", "content": "Is it blurry?"}], max_new_tokens=4))
-    assert streamed.strip() == reply
+    ]
+    reply = assessor.reply(photo, history, max_new_tokens=4)
+    assert reply.finish_reason in ("stop", "length")
+    pieces = assessor.stream_chat(photo, history, max_new_tokens=4)
+    streamed = []
+    while True:
+        try:
+            streamed.append(next(pieces))
+        except StopIteration as end:
+            assert end.value == reply.finish_reason
+            break
+    assert "".join(streamed) == reply.text
     result = assessor.assess(photo, max_new_tokens=6)
     assert result.explanation == text
-    assert result.score == pytest.approx(assessor.score([photo])[0].score, abs=1e-9)
+    assert result.result == assessor.score([photo])[0]  # the Assessment holds the ScoreResult itself
+    assert (result.score, result.level, result.notes) == (result.result.score, result.result.level, ())
+    assert result.to_dict() == {**result.result.to_dict(), "explanation": text, "model": result.model,
+                                "prompt_version": "qsit-1"}
     assert result.prompt_version == "qsit-1" and result.model.endswith("ckpt")
 
 
