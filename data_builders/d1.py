@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from data_builders.common import BuildError, Problems, duplicate_groups, file_sha256, seeded_split
-from qsit.levels import LEVELS, level_thresholds, scores_to_levels
+from qsit.levels import level_thresholds, level_value, scores_to_levels
 from qsit.prompts import QSIT_PREFIX_SENTENCE, get_preset
-from qsit.records import IMAGE_MARKER, Record
+from qsit.records import IMAGE_MARKER, SCORING, Record
 
 # Q-Align's augmentation: the same request in other words (the prefix sentence stays).
 QUESTION_PARAPHRASES = (
@@ -303,9 +303,9 @@ def build_d1(
         if paraphrases:
             question = f"{QSIT_PREFIX_SENTENCE} {rng.choice(QUESTION_PARAPHRASES)}"
         records.append(Record(
-            id=f"{source}/{r.image}", kind="scoring", images=[f"{prefix}/{r.image}" if prefix else r.image],
+            id=f"{source}/{r.image}", kind=SCORING, images=[f"{prefix}/{r.image}" if prefix else r.image],
             messages=[{"role": "user", "content": f"{IMAGE_MARKER}\n{question}"},
-                      {"role": "assistant", "content": prompt.answer(LEVELS.index(level))}],
+                      {"role": "assistant", "content": prompt.answer(level_value(level) - 1)}],
             source=source, split=split[r.image],
             meta={"mos": r.mos, "level": level, "sha256": hashes[r.image]},
         ))
@@ -338,7 +338,7 @@ def conversion_precision(mos: list[float], levels: list[str]) -> dict:
     """SRCC/PLCC between level index and MOS: how much eq. 1 loses (the paper's Table II)."""
     from scipy.stats import pearsonr, spearmanr
 
-    idx = np.array([LEVELS.index(lv) + 1 for lv in levels], dtype=float)
+    idx = np.array([level_value(lv) for lv in levels], dtype=float)
     values = np.asarray(mos, dtype=float)
     if len(values) < 3 or np.ptp(idx) == 0 or np.ptp(values) == 0:
         return {"srcc": None, "plcc": None, "n": len(values)}

@@ -33,21 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_builders.common import BuildError, Problems
-from qsit.levels import LEVELS
-from qsit.prompts import OPTION_LETTERS, get_preset, multiple_choice_question
-from qsit.records import IMAGE_MARKER, Record, RecordError, from_llava
+from qsit.levels import LEVELS, level_value
+from qsit.prompts import OPTION_LETTERS, QUESTION_TYPES, Question, get_preset, multiple_choice_question
+from qsit.records import IMAGE_MARKER, INTERPRETING, Record, RecordError, from_llava
 
-QUESTION_TYPES = ("yes-no", "what", "how")
 SEVERITY_WORDS = ("slight", "mild", "noticeable", "strong", "severe")
-
-
-@dataclass(frozen=True)
-class Question:
-    type: str
-    question: str
-    answer: str
-    options: tuple[str, ...]
-    """All choices, the answer among them (Yes/No for yes-no questions)."""
 
 
 @dataclass
@@ -162,7 +152,7 @@ def rule_based_qa(known: KnownQuality, absent_pool: Sequence[str], rng: random.R
         main = present[0]
         conversation.append((f"What most likely caused the {main.name}?", main.cause or "It is hard to say."))
         conversation.append(("How could this be fixed or avoided?", main.fix or "Retake the photo with care."))
-    usable = LEVELS.index(known.level) >= LEVELS.index("good")
+    usable = level_value(known.level) >= level_value("good")
     conversation.append((
         "Would you recommend this image for printing or publishing?",
         "Yes, its quality is good enough for that." if usable
@@ -344,7 +334,7 @@ def qa_records(key: str, image: str, qa: QualityQA, source: str, split: str, bal
         for i, (user, assistant) in enumerate(turns):
             messages.append({"role": "user", "content": f"{IMAGE_MARKER}\n{user}" if i == 0 else user})
             messages.append({"role": "assistant", "content": assistant})
-        return Record(id=f"{key}/{suffix}", kind="interpreting", images=[image], messages=messages,
+        return Record(id=f"{key}/{suffix}", kind=INTERPRETING, images=[image], messages=messages,
                       source=source, split=split, meta={**meta, **(extra or {})})
 
     out = [rec("describe", [(ask, qa.description)], {"task": "describe"})]
@@ -402,7 +392,7 @@ def read_instruction_json(path: Path, source: str, split: str = "train") -> tupl
         where = f"{path}:item {i}"
         try:
             item = {**item, "id": f"{source}/{item.get('id', i)}"}
-            records.append(from_llava(item, kind="interpreting", source=source, split=split, where=where))
+            records.append(from_llava(item, kind=INTERPRETING, source=source, split=split, where=where))
         except (RecordError, AttributeError) as e:
             problems.add(where, str(e).removeprefix(f"{where}: "))
     return records, problems

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_builders.common import BuildError, Problems
-from qsit.records import Record, RecordError, from_llava
+from qsit.records import GENERAL, Record, RecordError, from_llava
 
 
 @dataclass
@@ -73,7 +73,7 @@ def build_d3(path: Path, image_root: Path, *, source: str = "llava_instruct", im
         if image:
             item["image"] = f"{image_prefix}/{image}"
         try:
-            records.append(from_llava(item, kind="general", source=source, where=where))
+            records.append(from_llava(item, kind=GENERAL, source=source, where=where))
         except RecordError as e:
             problems.add(where, str(e).removeprefix(f"{where}: "))
     manifest = {"builder": "d3", "source": source, "seed": seed, "input": str(path),

@@ -19,7 +19,7 @@ with their own seeds, never used in training:
 
 * ``tests/iqa.json`` — Q-Bench A3 format: ``img_path``, ``gt_score``;
 * ``tests/llvisionqa.json`` — LLVisionQA format: ``img_path``, ``question``, ``candidates``,
-  ``correct_ans``, ``type`` (0 yes-or-no, 1 what, 2 how), ``concern`` (0 distortion,
+  ``correct_ans``, ``type`` (0 yes-no, 1 what, 2 how), ``concern`` (0 distortion,
   1 other, 2 in-context distortion; the rule-based writer makes no concern-3 questions);
 * ``tests/lldescribe.json`` — ``img_path``, ``golden_description``.
 
@@ -51,10 +51,10 @@ from data_builders.d2 import (
 )
 from data_builders.distortions import DISTORTIONS, REGIONS, apply
 from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, folder_sources, scene_source
-from qsit.records import IMAGE_MARKER, Record
+from qsit.prompts import QUESTION_TYPES
+from qsit.records import GENERAL, IMAGE_MARKER, Record
 
 PREFIX = "synthetic"
-TYPE_CODES = {"yes-no": 0, "what": 1, "how": 2}
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
             caption = it.source.caption[0].upper() + it.source.caption[1:] + "."
             turns = [("Describe the content of this image.", caption), *it.source.questions]
             d3_records.append(Record(
-                id=f"{PREFIX}/{it.base}/content", kind="general", images=[image],
+                id=f"{PREFIX}/{it.base}/content", kind=GENERAL, images=[image],
                 messages=[m for i, (q, a) in enumerate(turns) for m in (
                     {"role": "user", "content": f"{IMAGE_MARKER}\n{q}" if i == 0 else q},
                     {"role": "assistant", "content": a})],
@@ -277,13 +277,13 @@ def write_test_sets(out: Path, test_items: list[CorpusImage], qas: dict[str, Qua
     for i, it in enumerate(test_items):
         qa = qas[it.path]
         # One question per image, cycling through the question types so each is well represented.
-        wanted = ("yes-no", "what", "how")[i % 3]
+        wanted = QUESTION_TYPES[i % 3]
         pool = [q for q in qa.questions if q.type == wanted] or qa.questions
         q = rng.choice(pool)
         candidates = list(q.options)
         rng.shuffle(candidates)
         questions.append({"img_path": it.path, "question": q.question, "candidates": candidates,
-                          "correct_ans": q.answer, "type": TYPE_CODES[q.type], "concern": _concern(q.question, it)})
+                          "correct_ans": q.answer, "type": QUESTION_TYPES.index(q.type), "concern": _concern(q.question, it)})
         if it.severity in (0, 2, 4):
             described.append({"img_path": it.path, "golden_description": qa.description})
     for name, data in (("iqa.json", iqa), ("llvisionqa.json", questions), ("lldescribe.json", described)):

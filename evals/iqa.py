@@ -15,6 +15,7 @@ import numpy as np
 
 from evals.common import SampleCache, default_image_root, resolve_image, write_results
 from qsit.metrics import correlations
+from qsit.records import SCORING
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def load_iqa_list(path: str | Path) -> tuple[list[IQAItem], Path | None]:
         manifest = json.loads((path / "manifest.json").read_text())
         prefix = manifest.get("image_prefix", "")
         items = [IQAItem(r.images[0].removeprefix(f"{prefix}/") if prefix else r.images[0], float(r.meta["mos"]))
-                 for r in iter_jsonl(path / "records.jsonl") if r.kind == "scoring" and r.split == "test"]
+                 for r in iter_jsonl(path / "records.jsonl") if r.kind == SCORING and r.split == "test"]
         return items, Path(manifest["image_root"])
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, list):

@@ -2,7 +2,7 @@
 
 Questions are the Q-Bench JSON as published: ``img_path``, ``question``,
 ``candidates`` (2-4), ``correct_ans`` (absent in the test split), ``type``
-(0 yes-or-no, 1 what, 2 how) and ``concern`` (0 distortion, 1 other,
+(0 yes-no, 1 what, 2 how) and ``concern`` (0 distortion, 1 other,
 2 in-context distortion, 3 in-context other).
 
 An answer is read as an option letter by the official rules — the letter
@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from evals.common import SampleCache, resolve_image, write_results
-from qsit.prompts import OPTION_LETTERS, multiple_choice_question
+from qsit.prompts import OPTION_LETTERS, QUESTION_TYPES, Question
 
-TYPES = ("yes-or-no", "what", "how")
 CONCERNS = ("distortion", "other", "in-context distortion", "in-context other")
 UNPARSED = "unparsed"
 # lmms-eval's qbench tasks name question types in another order (its utils.question_list).
@@ -32,25 +31,22 @@ _TO_LMMS_TYPE = {0: 0, 1: 2, 2: 1}
 
 
 @dataclass(frozen=True)
-class Question:
+class LLVisionQAItem:
+    """One Q-Bench LLVisionQA entry: a question about one image, and what it is concerned with."""
+
     id: str
     img_path: str
-    question: str
-    candidates: tuple[str, ...]
-    correct_ans: str | None
-    type: int
+    q: Question
     concern: int
 
-    @property
-    def correct_letter(self) -> str | None:
-        return None if self.correct_ans is None else OPTION_LETTERS[self.candidates.index(self.correct_ans)]
-
-    @property
-    def prompt(self) -> str:
-        return multiple_choice_question(self.question, self.candidates)
+    def to_qbench(self) -> dict:
+        """The entry in Q-Bench's own JSON layout."""
+        return {"id": self.id, "img_path": self.img_path, "question": self.q.question,
+                "candidates": list(self.q.options), "correct_ans": self.q.answer,
+                "type": QUESTION_TYPES.index(self.q.type), "concern": self.concern}
 
 
-def load_questions(path: str | Path, image_root: str | Path | None = None) -> tuple[list[Question], list[str]]:
+def load_questions(path: str | Path, image_root: str | Path | None = None) -> tuple[list[LLVisionQAItem], list[str]]:
     """Questions from the Q-Bench JSON, and the image paths that are missing under ``image_root``."""
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -62,17 +58,19 @@ def load_questions(path: str | Path, image_root: str | Path | None = None) -> tu
         where = f"{path}: item {i}"
         try:
             cands = tuple(str(c) for c in d["candidates"])
-            q = Question(id=str(d.get("id", i)), img_path=str(d["img_path"]), question=str(d["question"]),
-                         candidates=cands, correct_ans=d.get("correct_ans"), type=int(d["type"]),
-                         concern=int(d["concern"]))
+            type_code, concern = int(d["type"]), int(d["concern"])
+            correct = d.get("correct_ans")
+            question = str(d["question"])
+            img_path, qid = str(d["img_path"]), str(d.get("id", i))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: missing or bad field {e}") from None
         if not 2 <= len(cands) <= len(OPTION_LETTERS):
             raise ValueError(f"{where}: needs 2 to 4 candidates, got {len(cands)}")
-        if q.correct_ans is not None and q.correct_ans not in cands:
-            raise ValueError(f"{where}: correct_ans {q.correct_ans!r} is not among the candidates")
-        if q.type not in range(len(TYPES)) or q.concern not in range(len(CONCERNS)):
+        if correct is not None and correct not in cands:
+            raise ValueError(f"{where}: correct_ans {correct!r} is not among the candidates")
+        if type_code not in range(len(QUESTION_TYPES)) or concern not in range(len(CONCERNS)):
             raise ValueError(f"{where}: type must be 0..2 and concern 0..3")
+        q = LLVisionQAItem(qid, img_path, Question(QUESTION_TYPES[type_code], question, correct, cands), concern)
         if not resolve_image(root, q.img_path).is_file():
             missing.append(q.img_path)
         questions.append(q)
@@ -98,29 +96,29 @@ def parse_answer(output: str, candidates) -> str | None:
     return None
 
 
-def official_rule_correct(output: str, q: Question) -> bool:
+def official_rule_correct(output: str, item: LLVisionQAItem) -> bool:
     """The published Q-SiT script's test, kept for comparison: note its substring match on "A."."""
-    letter = q.correct_letter
-    return output == letter or f"{letter}." in output or output == q.correct_ans or letter in output.split("\n")
+    letter = item.q.correct_letter
+    return output == letter or f"{letter}." in output or output == item.q.answer or letter in output.split("\n")
 
 
-def score(questions: list[Question], outputs: list[str]) -> dict:
+def score(questions: list[LLVisionQAItem], outputs: list[str]) -> dict:
     """Accuracy overall, per type and per concern, with counts and the unparsed count."""
     if len(questions) != len(outputs):
         raise ValueError(f"{len(questions)} questions but {len(outputs)} outputs")
-    graded = [q for q in questions if q.correct_ans is not None]
+    graded = [q for q in questions if q.q.answer is not None]
     if not graded:
         return {"graded": 0, "note": "no correct_ans in this split: predictions only"}
     tally = defaultdict(lambda: [0, 0])
     unparsed = official = 0
     for q, out in zip(questions, outputs, strict=True):
-        if q.correct_ans is None:
+        if q.q.answer is None:
             continue
-        letter = parse_answer(out, q.candidates)
+        letter = parse_answer(out, q.q.options)
         unparsed += letter is None
         official += official_rule_correct(out, q)
-        ok = letter == q.correct_letter
-        for key in ("overall", f"type:{TYPES[q.type]}", f"concern:{CONCERNS[q.concern]}"):
+        ok = letter == q.q.correct_letter
+        for key in ("overall", f"type:{q.q.type}", f"concern:{CONCERNS[q.concern]}"):
             tally[key][0] += ok
             tally[key][1] += 1
 
@@ -130,7 +128,7 @@ def score(questions: list[Question], outputs: list[str]) -> dict:
 
     return {
         "overall": acc("overall"),
-        "by_type": {t: acc(f"type:{t}") for t in TYPES},
+        "by_type": {t: acc(f"type:{t}") for t in QUESTION_TYPES},
         "by_concern": {c: acc(f"concern:{c}") for c in CONCERNS},
         "unparsed": unparsed,
         "official_rule_accuracy": official / len(graded),
@@ -138,7 +136,7 @@ def score(questions: list[Question], outputs: list[str]) -> dict:
     }
 
 
-def run_llvisionqa(assessor, questions: list[Question], image_root: str | Path, out_dir: str | Path,
+def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | Path, out_dir: str | Path,
                    mode: str = "generate", max_new_tokens: int = 32, batch_size: int = 8,
                    progress: bool = True) -> dict:
     """Answer every question (resuming from the cache) and write results, samples and tables.
@@ -162,7 +160,7 @@ def run_llvisionqa(assessor, questions: list[Question], image_root: str | Path, 
         for q in tqdm(present, desc="LLVisionQA (generate)", unit="q", disable=not progress):
             key = f"{base}|gen{max_new_tokens}|{q.id}"
             if key not in cache:
-                text = assessor.explain(resolve_image(root, q.img_path), question=q.prompt,
+                text = assessor.explain(resolve_image(root, q.img_path), question=q.q.prompt,
                                         max_new_tokens=max_new_tokens)
                 cache.put(key, {"output": text})
             outputs[q.id] = cache.get(key)["output"]
@@ -170,13 +168,13 @@ def run_llvisionqa(assessor, questions: list[Question], image_root: str | Path, 
         by_n = defaultdict(list)
         for q in present:
             if f"{base}|lik|{q.id}" not in cache:
-                by_n[len(q.candidates)].append(q)
+                by_n[len(q.q.options)].append(q)
         for n, qs in by_n.items():
             for start in tqdm(range(0, len(qs), batch_size), desc=f"LLVisionQA (likelihood, {n} options)",
                               disable=not progress):
                 chunk = qs[start:start + batch_size]
                 probs = assessor.choice_probabilities([resolve_image(root, q.img_path) for q in chunk],
-                                                      [q.prompt for q in chunk], list(OPTION_LETTERS[:n]))
+                                                      [q.q.prompt for q in chunk], list(OPTION_LETTERS[:n]))
                 for q, p in zip(chunk, probs, strict=True):
                     cache.put(f"{base}|lik|{q.id}", {"letter": OPTION_LETTERS[int(p.argmax())],
                                                      "probabilities": [float(x) for x in p]})
@@ -190,17 +188,17 @@ def run_llvisionqa(assessor, questions: list[Question], image_root: str | Path, 
     if picks:
         results["likelihood"] = score(present, [picks[q.id] for q in present])
     if outputs and picks:
-        same = sum(parse_answer(outputs[q.id], q.candidates) == picks[q.id] for q in present)
+        same = sum(parse_answer(outputs[q.id], q.q.options) == picks[q.id] for q in present)
         results["agreement"] = same / len(present) if present else None
     for q in present:
         out = outputs.get(q.id)
-        parsed = parse_answer(out, q.candidates) if out is not None else None
-        graded = q.correct_letter is not None
-        samples.append({**asdict(q), "prompt": q.prompt, "raw_output": out,
+        parsed = parse_answer(out, q.q.options) if out is not None else None
+        right = q.q.correct_letter
+        samples.append({**q.to_qbench(), "prompt": q.q.prompt, "raw_output": out,
                         "parsed": None if out is None else (parsed or UNPARSED),
-                        "likelihood_pick": picks.get(q.id), "correct_letter": q.correct_letter,
-                        "correct_generate": parsed == q.correct_letter if graded and out is not None else None,
-                        "correct_likelihood": picks[q.id] == q.correct_letter if graded and q.id in picks else None})
+                        "likelihood_pick": picks.get(q.id), "correct_letter": right,
+                        "correct_generate": parsed == right if right is not None and out is not None else None,
+                        "correct_likelihood": picks[q.id] == right if right is not None and q.id in picks else None})
     write_results(out_dir, "llvisionqa", results, llvisionqa_markdown(results), samples)
     return results
 
@@ -213,13 +211,13 @@ def llvisionqa_markdown(results: dict) -> str:
     for mode in ("generate", "likelihood"):
         r = results.get(mode)
         if r and r.get("graded"):
-            rows.append(f"| {mode} | " + " | ".join(pct(r["by_type"][t]) for t in TYPES) + " | "
+            rows.append(f"| {mode} | " + " | ".join(pct(r["by_type"][t]) for t in QUESTION_TYPES) + " | "
                         + " | ".join(pct(r["by_concern"][c]) for c in CONCERNS)
                         + f" | {pct(r['overall'])} | {r['unparsed']} |")
     if not rows:
         return "No graded questions (test split): predictions only.\n"
-    head = "| protocol | " + " | ".join(TYPES) + " | " + " | ".join(CONCERNS) + " | overall | unparsed |"
-    lines = [head, "|---" * (len(TYPES) + len(CONCERNS) + 3) + "|", *rows, ""]
+    head = "| protocol | " + " | ".join(QUESTION_TYPES) + " | " + " | ".join(CONCERNS) + " | overall | unparsed |"
+    lines = [head, "|---" * (len(QUESTION_TYPES) + len(CONCERNS) + 3) + "|", *rows, ""]
     if "agreement" in results:
         lines.append(f"Generation and likelihood picks agree on {100 * results['agreement']:.1f}% of questions.\n")
     return "\n".join(lines)
@@ -266,7 +264,7 @@ def read_lmms_eval_samples(path: str | Path) -> list[dict]:
     return rows
 
 
-def compare_lmms_eval(rows: list[dict], questions: dict[str, Question]) -> dict:
+def compare_lmms_eval(rows: list[dict], questions: dict[str, LLVisionQAItem]) -> dict:
     """Re-score lmms-eval's raw responses with qsit's rules; lmms-eval's own parser guesses a random
     letter on unparseable answers, so both accuracies and the unparsed count are reported."""
     ours = theirs = unparsed = 0
@@ -274,7 +272,7 @@ def compare_lmms_eval(rows: list[dict], questions: dict[str, Question]) -> dict:
         q = questions.get(r["id"])
         if q is None:
             raise ValueError(f"lmms-eval sample {r['id']!r} has no matching question")
-        letter = parse_answer(r["response"], q.candidates)
+        letter = parse_answer(r["response"], q.q.options)
         unparsed += letter is None
         ours += letter == r["target"]
         theirs += r["their_parse"] == r["target"]

@@ -13,6 +13,7 @@ import yaml
 from mixing.fit import Fit, fit_curve, summary
 from mixing.search import AdaptiveSettings, adaptive_search
 from mixing.sweep import Ledger, RunSpec, SweepConfig, sizes_stage_a, sizes_stage_b, spec_for
+from qsit.records import GENERAL, INTERPRETING, SCORING
 from qsit.train_config import MixPlan
 
 
@@ -120,16 +121,16 @@ def d1_pool(cfg: SweepConfig) -> int:
 
     report = validate(load_config(cfg.train_config, [*cfg.overrides, "output_dir=/tmp/qsit-mix-validate",
                                                      "mix.ratios={scoring: 1}", "mix.sizes=null"]))
-    pool = report["train_pools"]["scoring"]
+    pool = report["train_pools"][SCORING]
     return min(pool, cfg.max_scoring) if cfg.max_scoring else pool
 
 
 def make_plan(cfg: SweepConfig, ledger: Ledger, a: StageOutcome, b: StageOutcome) -> MixPlan:
     ra, rb = a.fit.ratio, b.fit.ratio
     lam, lam_runs = loss_ratio_at(ledger, b.run_ids, b.fit.log10_ratio)
-    ratios = {"scoring": 1.0, "interpreting": round(rb * ra / (1 + ra), 4), "general": round(rb / (1 + ra), 4)}
+    ratios = {SCORING: 1.0, INTERPRETING: round(rb * ra / (1 + ra), 4), GENERAL: round(rb / (1 + ra), 4)}
     return MixPlan(
-        ratios=ratios, base="scoring", reference_ratio=round(lam, 4) if lam else None,
+        ratios=ratios, base=SCORING, reference_ratio=round(lam, 4) if lam else None,
         stage_ratios={"d2_d3": round(ra, 4), "mix_d1": round(rb, 4)},
         intervals={"d2_d3": [round(v, 4) for v in a.fit.interval], "mix_d1": [round(v, 4) for v in b.fit.interval]},
         provenance={"ledger": str(ledger.path), "stage_a_runs": a.run_ids, "stage_b_runs": b.run_ids,

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from mixing.search import PAPER_REPEATS, PAPER_STAGE_A, PAPER_STAGE_B, AdaptiveSettings
+from qsit.records import GENERAL, INTERPRETING, SCORING
 from qsit.train_config import ConfigError, _build
 
 STAGES = ("A", "B")
@@ -157,14 +158,14 @@ def run_id(stage: str, ratio: float, seed: int) -> str:
 def sizes_stage_a(ratio: float, records: int) -> dict[str, int]:
     """|D2| / |D3| = ratio, |D2| + |D3| = records."""
     d2 = round(records * ratio / (1 + ratio))
-    return {"scoring": 0, "interpreting": max(1, d2), "general": max(1, records - d2)}
+    return {SCORING: 0, INTERPRETING: max(1, d2), GENERAL: max(1, records - d2)}
 
 
 def sizes_stage_b(ratio: float, ratio_a: float, d1: int) -> dict[str, int]:
     """|D2 + D3| / |D1| = ratio, D2:D3 = ratio_a, D1 = d1."""
     rest = ratio * d1
-    return {"scoring": d1, "interpreting": max(1, round(rest * ratio_a / (1 + ratio_a))),
-            "general": max(1, round(rest / (1 + ratio_a)))}
+    return {SCORING: d1, INTERPRETING: max(1, round(rest * ratio_a / (1 + ratio_a))),
+            GENERAL: max(1, round(rest / (1 + ratio_a)))}
 
 
 def execute(spec: RunSpec) -> dict:

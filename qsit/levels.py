@@ -24,6 +24,14 @@ SCORE_RANGE: tuple[float, float] = (1.0, float(len(LEVELS)))
 """The range of ``expected_score`` with the default weights: 1 (bad) .. 5 (excellent)."""
 
 
+def level_value(level: str) -> int:
+    """The value of a level word (any casing): bad 1 … excellent 5."""
+    try:
+        return LEVELS.index(level.lower()) + 1
+    except ValueError:
+        raise ValueError(f"unknown level {level!r}; the levels are {', '.join(LEVELS)}") from None
+
+
 def level_thresholds(low: float, high: float, n_levels: int = len(LEVELS)) -> np.ndarray:
     """The inner interval boundaries ``m + i/n·(M - m)`` for ``i = 1 .. n-1`` (eq. 1)."""
     if not (np.isfinite(low) and np.isfinite(high)):

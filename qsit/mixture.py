@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-SCORING, INTERPRETING, GENERAL = "scoring", "interpreting", "general"
+from qsit.records import GENERAL, INTERPRETING, SCORING
 
 
 def resolve_sizes(pools: dict[str, int], sizes: dict[str, int] | None = None,

@@ -133,6 +133,30 @@ def get_preset(name: str) -> PromptPreset:
     raise ValueError(f"unknown prompt preset {name!r}.{did_you_mean(name, PRESETS)}")
 
 
+QUESTION_TYPES = ("yes-no", "what", "how")
+"""Kinds of closed question about an image; the index is Q-Bench's ``type`` code."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """A closed question about an image: what the D2 builder writes and LLVisionQA asks."""
+
+    type: str
+    """One of ``QUESTION_TYPES``."""
+    question: str
+    answer: str | None
+    """The right option (None where a benchmark split publishes no answers)."""
+    options: tuple[str, ...]
+
+    @property
+    def prompt(self) -> str:
+        return multiple_choice_question(self.question, self.options)
+
+    @property
+    def correct_letter(self) -> str | None:
+        return None if self.answer is None else OPTION_LETTERS[self.options.index(self.answer)]
+
+
 def multiple_choice_question(question: str, candidates: Sequence[str]) -> str:
     """The LLVisionQA prompt of the Q-SiT script: the question, then "A. option" lines."""
     if not 2 <= len(candidates) <= len(OPTION_LETTERS):

@@ -28,8 +28,8 @@ import yaml
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
 from qsit.model_info import describe_training, write_model_info
-from qsit.records import Record, iter_jsonl
-from qsit.train_config import KINDS, ConfigError, TrainConfig
+from qsit.records import INTERPRETING, KINDS, SCORING, Record, iter_jsonl
+from qsit.train_config import ConfigError, TrainConfig
 
 DEEPSPEED_DIR = Path(__file__).parent / "configs" / "deepspeed"
 
@@ -57,7 +57,7 @@ class TrainResult:
     def loss_ratio(self) -> float | None:
         """L_S / L_I after the last epoch (λ, when this is the chosen run of a mix search)."""
         v = self.val_loss
-        return v["scoring"] / v["interpreting"] if v.get("scoring") and v.get("interpreting") else None
+        return v[SCORING] / v[INTERPRETING] if v.get(SCORING) and v.get(INTERPRETING) else None
 
 
 # ---------------------------------------------------------------- data
@@ -162,7 +162,7 @@ def validate(cfg: TrainConfig, check_images: int = 20) -> dict:
             raise ConfigError(f"the plan asks for {n} {k} records per epoch but the sources have none for training")
     report.update(records=len(items), train_pools=pools, val_records=vals, epoch_sizes=sizes,
                   resampled={k: max(0, n - pools[k]) for k, n in sizes.items()})
-    if cfg.mix.reference_ratio is not None and not (vals["scoring"] and vals["interpreting"]):
+    if cfg.mix.reference_ratio is not None and not (vals[SCORING] and vals[INTERPRETING]):
         raise ConfigError("mix.reference_ratio needs validation records of both scoring and interpreting kinds")
     ds = deepspeed_config(cfg)
     if ds:
@@ -369,7 +369,7 @@ class TrainRecipe:
                     raise KeyboardInterrupt(f"stopped after {self.stop_after_steps} steps (as asked)")
             bar.close()
             val = self.validation_losses()
-            decision = adjust(self.state["sizes"], val.get("scoring"), val.get("interpreting"),
+            decision = adjust(self.state["sizes"], val.get(SCORING), val.get(INTERPRETING),
                               cfg.mix.reference_ratio, cfg.mix.step, cfg.mix.tolerance)
             entry = {"epoch": epoch, "val_loss": val, "ratio": decision.ratio, "reference": cfg.mix.reference_ratio,
                      "action": decision.action, "sizes_before": self.state["sizes"], "sizes_after": decision.sizes}
@@ -509,7 +509,7 @@ class TrainRecipe:
         ax.plot(steps, losses, lw=0.8, alpha=0.6, label="train (per batch)")
         per_epoch = [(i + 1, h["val_loss"]) for i, h in enumerate(self.state["history"])]
         ax2 = ax.twiny() if per_epoch else None
-        for kind, style in (("scoring", "o-"), ("interpreting", "s-"), ("general", "^-")):
+        for kind, style in zip(KINDS, ("o-", "s-", "^-"), strict=True):
             pts = [(e, v[kind]) for e, v in per_epoch if kind in v]
             if pts and ax2 is not None:
                 ax2.plot(*zip(*pts, strict=True), style, label=f"val {kind}")

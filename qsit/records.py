@@ -22,7 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("scoring", "interpreting", "general")
+SCORING, INTERPRETING, GENERAL = "scoring", "interpreting", "general"
+KINDS = (SCORING, INTERPRETING, GENERAL)
+"""The three kinds of training record: D1 scoring, D2 interpreting (quality Q&A and descriptions), D3 general."""
 SPLITS = ("train", "val", "test")
 ROLES = ("user", "assistant")
 IMAGE_MARKER = "<image>"

@@ -14,9 +14,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from qsit.records import KINDS, SCORING
 from qsit.suggest import did_you_mean
 
-KINDS = ("scoring", "interpreting", "general")
 STAGES = ("chat", "perception")
 
 
@@ -45,7 +45,7 @@ class MixPlan:
 
     ratios: dict[str, float]
     """Records per epoch relative to the base kind, e.g. {scoring: 1, interpreting: 2.50, general: 1.04}."""
-    base: str = "scoring"
+    base: str = SCORING
     reference_ratio: float | None = None
     """λ = L_S / L_I of the chosen small-model run's validation."""
     stage_ratios: dict[str, float] = field(default_factory=dict)
@@ -62,7 +62,7 @@ class MixConfig:
     """Records per epoch for each kind (scoring, interpreting, general)."""
     ratios: dict[str, float] | None = None
     """Or ratios between kinds, scaled so the ``base`` kind uses all its training records."""
-    base: str = "scoring"
+    base: str = SCORING
     reference_ratio: float | None = None
     """λ = L_S / L_I from the coarse search; None keeps the plan fixed."""
     step: float = 0.1

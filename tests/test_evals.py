@@ -12,7 +12,7 @@ from scipy.stats import kendalltau, pearsonr, spearmanr
 from evals.iqa import load_iqa_list, run_iqa
 from evals.lldescribe import JUDGE_PROMPTS, JUDGE_VERSION, DescribeItem, Judge, parse_judgment, run_lldescribe
 from evals.llvisionqa import (
-    Question,
+    LLVisionQAItem,
     compare_lmms_eval,
     load_questions,
     official_rule_correct,
@@ -23,6 +23,7 @@ from evals.llvisionqa import (
     to_lmms_eval_samples,
 )
 from qsit.metrics import correlations
+from qsit.prompts import QUESTION_TYPES, Question
 from tests.helpers import noise_image
 from tests.llm_server import ScriptedLLM
 
@@ -76,8 +77,9 @@ def test_answer_matching_rules(output, candidates, expected):
     assert parse_answer(output, candidates) == expected
 
 
-def q(i, type_, concern, correct="Yes", cands=YES_NO):
-    return Question(str(i), f"{i}.png", "Is it?", tuple(cands), correct, type_, concern)
+def q(i, type_code, concern, correct="Yes", cands=YES_NO):
+    return LLVisionQAItem(str(i), f"{i}.png", Question(QUESTION_TYPES[type_code], "Is it?", correct, tuple(cands)),
+                          concern)
 
 
 def test_score_bookkeeping_by_type_and_concern():
@@ -85,7 +87,7 @@ def test_score_bookkeeping_by_type_and_concern():
     outs = ["A", "A", "C. fog", "gibberish", "B"]
     r = score(qs, outs)
     assert r["overall"] == {"accuracy": 3 / 5, "correct": 3, "n": 5}
-    assert r["by_type"]["yes-or-no"] == {"accuracy": 0.5, "correct": 1, "n": 2}
+    assert r["by_type"]["yes-no"] == {"accuracy": 0.5, "correct": 1, "n": 2}
     assert r["by_type"]["what"]["accuracy"] == 1.0 and r["by_type"]["how"]["accuracy"] == 0.5
     assert r["by_concern"]["distortion"]["n"] == 2 and r["by_concern"]["in-context other"]["correct"] == 0
     assert r["unparsed"] == 1 and r["graded"] == 5
@@ -107,7 +109,7 @@ def test_load_questions_validates_and_reports_missing_images(tmp_path):
             "type": 0, "concern": 0}
     (tmp_path / "q.json").write_text(json.dumps([good, {**good, "img_path": "gone.png"}]))
     qs, missing = load_questions(tmp_path / "q.json")
-    assert len(qs) == 2 and missing == ["gone.png"] and qs[0].correct_letter == "B"
+    assert len(qs) == 2 and missing == ["gone.png"] and qs[0].q.correct_letter == "B"
     (tmp_path / "bad.json").write_text(json.dumps([{**good, "correct_ans": "Maybe"}]))
     with pytest.raises(ValueError, match="not among the candidates"):
         load_questions(tmp_path / "bad.json")
