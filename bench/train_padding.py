@@ -23,10 +23,10 @@ def main(argv=None):
     from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
     from qsit.mixture import length_grouped_batches, padding_fraction
-    from qsit.recipe import load_sources
     from qsit.tiny import TinyConfig, build_tiny_checkpoint
     from qsit.tokenization import Collator, encode
     from qsit.train_config import load_config
+    from qsit.train_data import load_sources
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="data/synthetic", help="an offline corpus (qsit build synthetic)")

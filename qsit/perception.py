@@ -239,13 +239,6 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         draws = _batches(val_sampler, pc.batch_size, cfg.train.seed + 7919, 0, 0)
         val_batches = [next(draws) for _ in range(max(1, pc.val_samples // pc.batch_size))]
 
-    def save() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, tmp)
-        os.replace(tmp, ckpt)
-
     tower.train()
     batches = _batches(train_sampler, pc.batch_size, cfg.train.seed, state["step"], pc.workers)
     bar = tqdm(total=pc.steps, initial=state["step"], desc="perception", unit="step", disable=not recipe.progress)
@@ -271,11 +264,7 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
             bar.write(f"perception step {state['step']}: held-out photos " +
                       ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         if state["step"] % pc.save_every == 0 or last:
-            save()
-        if recipe.stop_after_steps and state["step"] >= recipe.stop_after_steps:
-            save()
-            bar.close()
-            raise KeyboardInterrupt(f"stopped after {recipe.stop_after_steps} steps (as asked)")
+            save_state(ckpt, tower, heads, optimizer, scheduler, state)
     bar.close()
     recipe._log("perception_done", steps=state["step"], seconds=round(time.perf_counter() - t0, 1))
     plot_perception(state, recipe.out / "perception.png")
@@ -286,6 +275,17 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     write_model_info(final, describe_training(
         cfg, steps=state["step"], distortions=names, val=state["val"][-1][1] if state["val"] else None))
     return final, state["val"][-1][1] if state["val"] else None, state["step"]
+
+
+def save_state(ckpt: Path, tower, heads, optimizer, scheduler, state: dict) -> None:
+    """The stage's resumable state, written atomically (an interruption mid-write keeps the last one)."""
+    import torch
+
+    tmp = ckpt.with_suffix(".tmp")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "state": state}, tmp)
+    os.replace(tmp, ckpt)
 
 
 def plot_perception(state: dict, path: Path) -> None:

@@ -1,5 +1,7 @@
 """Small helpers shared by tests."""
 
+import contextlib
+
 import numpy as np
 from PIL import Image
 
@@ -8,3 +10,24 @@ def noise_image(h, w, seed=0, mode="RGB"):
     rng = np.random.default_rng(seed)
     arr = (rng.random((h, w, 3)) * 255).astype(np.uint8)
     return Image.fromarray(arr, "RGB").convert(mode)
+
+
+@contextlib.contextmanager
+def interrupt_after_first(monkeypatch, owner, name: str, when=lambda *args: True):
+    """Ctrl-C, simulated: ``owner.name`` (a function or method that saves state) runs, and then the
+    first call for which ``when(*args)`` holds raises KeyboardInterrupt, as a user's Ctrl-C would
+    right after that save."""
+    original = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if when(*(args[1:] if isinstance(owner, type) else args)):
+            monkeypatch.setattr(owner, name, original)
+            raise KeyboardInterrupt(f"interrupted after {name}")
+        return result
+
+    monkeypatch.setattr(owner, name, wrapped)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(owner, name, original)

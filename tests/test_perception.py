@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from qsit import perception
 from qsit.perception import TileSampler, find_photos
 from qsit.recipe import run, validate
 from qsit.train_config import ConfigError, load_config
+from tests.helpers import interrupt_after_first
 
 CONFIGS = Path(__file__).resolve().parent.parent / "qsit" / "configs" / "train"
 STAGE1 = CONFIGS / "qsit-tiny-1-perception.yaml"
@@ -53,11 +55,10 @@ def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, tmp_path):
+def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, tmp_path, monkeypatch):
     out = tmp_path / "p"
-    with pytest.raises(KeyboardInterrupt):
-        run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False,
-            stop_after_steps=20)
+    with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, perception, "save_state"):
+        run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False)
     saved = torch.load(out / "checkpoints" / "perception.pt", weights_only=False)
     assert saved["state"]["step"] == 20
     result = run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False)

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
-from qsit.recipe import TrainRecipe, load_sources, run, validate
+from qsit.recipe import TrainRecipe, run, validate
 from qsit.tokenization import IGNORE_INDEX, Collator, encode, estimate_length, image_size_hw
 from qsit.train_config import ConfigError, load_config
+from qsit.train_data import load_sources
+from tests.helpers import interrupt_after_first
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "qsit" / "configs" / "train").glob("*.yaml"))
 TINY = next(p for p in CONFIGS if p.name == "tiny-cpu.yaml")
@@ -195,12 +197,15 @@ def weights(folder):
     return {k: v for f in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
-def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path):
+def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path, monkeypatch):
     straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5"),
                    progress=False).final
-    cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5")
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, progress=False, stop_after_steps=9)  # mid-way through epoch 2 (6 batches per epoch)
+    cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5",
+                   "train.save_every_steps=9")
+    # Ctrl-C right after the step-9 checkpoint, mid-way through epoch 2 (6 batches per epoch).
+    with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, TrainRecipe, "save_checkpoint",
+                                                                 when=lambda tag: tag == "step-9"):
+        run(cfg, progress=False)
     assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step-9"
     resumed = run(cfg, progress=False).final
     a, b = weights(straight), weights(resumed)
@@ -245,6 +250,36 @@ def test_one_epoch_through_the_deepspeed_launcher_with_zero2(small_corpus, tmp_p
     assert (out / "checkpoints" / "epoch-1" / "ds").is_dir() and (out / "final" / "config.json").is_file()
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert any(e["event"] == "adjust" for e in log)
+
+
+@pytest.mark.skipif(shutil.which("deepspeed") is None and not (Path(sys.executable).parent / "deepspeed").exists(),
+                    reason="deepspeed launcher not installed")
+def test_zero3_through_the_launcher_saves_whole_weights(small_corpus, tmp_path):
+    """ZeRO-3 keeps every parameter in pieces; the final checkpoint must hold them whole, equal to
+    what DeepSpeed's own consolidation of the last checkpoint gives."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    launcher = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+    ds = json.loads((Path(__file__).parent.parent / "qsit" / "configs" / "deepspeed" / "zero3.json").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition even the tiny model's tensors
+    (tmp_path / "zero3.json").write_text(json.dumps(ds))
+    out = tmp_path / "z3"
+    args = overrides(small_corpus, out, "train.epochs=1", "mix.ratios=null", "mix.sizes={scoring: 4, interpreting: 4}",
+                     "train.batch_size=4", f"deepspeed={tmp_path / 'zero3.json'}")
+    proc = subprocess.run([launcher, "--num_gpus", "1", "--master_port", "29519", "--module", "qsit.cli", "train",
+                           str(TINY), *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = LlavaOnevisionForConditionalGeneration.from_pretrained(out / "final").state_dict()
+    consolidated = get_fp32_state_dict_from_zero_checkpoint(str(out / "checkpoints" / "epoch-1"), tag="ds")
+    shared = [k for k in consolidated if k in saved]
+    assert len(shared) >= len(consolidated) - 1  # all but a tied lm_head
+    for k in shared:
+        assert saved[k].shape == consolidated[k].shape and saved[k].numel() > 0, k
+        torch.testing.assert_close(saved[k], consolidated[k].to(saved[k].dtype), atol=1e-6, rtol=1e-5)
+    from qsit.assessor import Assessor
+
+    assert Assessor.from_pretrained(out / "final").score([small_corpus / "images" / "test" / "dahlia_c0" / "pristine.png"])
 
 
 def test_validate_from_the_command_line_with_overrides(capsys, small_corpus, tmp_path):
