@@ -27,6 +27,8 @@ def test_the_default_model_is_shipped_and_chosen_without_model(monkeypatch):
     weights = list(DEFAULT_MODEL_DIR.glob("*.safetensors"))
     assert weights and sum(w.stat().st_size for w in weights) <= 30 * 2**20
     assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file() and (DEFAULT_MODEL_DIR / "ATTRIBUTION.md").is_file()
+    info = json.loads((DEFAULT_MODEL_DIR / "qsit_model.json").read_text())
+    assert info["preset"] == "qsit" and info["kinds"] == ["general", "interpreting", "scoring"]
 
 
 def test_scores_are_the_expectation_over_level_probabilities(default_assessor):
@@ -64,9 +66,13 @@ def test_readme_main_command_scores_the_blurred_photo_below_the_clean_one(capsys
     assert main(["assess", *photos, "--format", "json", "--max-new-tokens", "96"]) == 0
     blurred, clean, noisy = json.loads(capsys.readouterr().out)
     assert blurred["score"] < clean["score"] - 0.3 and noisy["score"] < clean["score"] - 0.3
-    # The explanation is generated text ending in the model's own conclusion (its words are not yet
-    # readable: see the model card), never empty as with random weights.
-    assert "quality of the image is" in clean["explanation"]
+    # Readable sentences ending in the model's own conclusion; the noisy photo's names its damage.
+    # (The blurred one's does not: it says JPEG; the model card gives the rates.)
+    from evals.targets import names_family
+    from qsit.levels import concluded_level
+
+    assert all(concluded_level(a["explanation"]) for a in (blurred, clean, noisy))
+    assert names_family(noisy["explanation"], "noise")
 
 
 def test_a_normal_run_shows_no_library_loading_bars(capsys, monkeypatch):

@@ -21,4 +21,4 @@ def test_ci_runs_the_readme_test_command():
 
 def test_example_image_in_main_command_exists():
     main_cmd, _ = readme_commands()
-    assert "examples/hopper_blur.jpg" in main_cmd and (ROOT / "examples" / "hopper_blur.jpg").is_file()
+    assert "examples/hopper_noise.jpg" in main_cmd and (ROOT / "examples" / "hopper_noise.jpg").is_file()
