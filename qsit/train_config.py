@@ -150,6 +150,10 @@ class TrainConfig:
     stage: str = "chat"
     """chat (records → language-model loss) or perception (the vision tower alone, see qsit.perception)."""
     perception: PerceptionConfig | None = None
+    root: str | None = None
+    """The folder relative paths in this config (model, output_dir, data, photos, deepspeed) start from,
+    itself relative to the config file; unset, they start from the current directory. The shipped
+    configs set it to the repository, so they run from any folder."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,8 +229,29 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     cfg = _build(TrainConfig, apply_overrides(data, overrides or []), "")
+    if cfg.root is not None:
+        cfg.root = str((path.parent / cfg.root).resolve())
+        resolve_paths(cfg, Path(cfg.root))
     check(cfg)
     return cfg
+
+
+def resolve_paths(cfg: TrainConfig, base: Path) -> None:
+    """Make the config's relative paths start from ``base`` (a hub id or "tiny" stays a name)."""
+    def under(p: str) -> str:
+        return p if Path(p).is_absolute() else str(base / p)
+
+    if not cfg.model.startswith("tiny") and (base / cfg.model).exists():
+        cfg.model = under(cfg.model)
+    cfg.output_dir = under(cfg.output_dir)
+    for src in cfg.data.sources:
+        src.path = under(src.path)
+        src.image_root = under(src.image_root) if src.image_root else None
+    cfg.tiny_vocab_from = [under(p) for p in cfg.tiny_vocab_from]
+    if cfg.perception is not None:
+        cfg.perception.photos = [under(p) for p in cfg.perception.photos]
+    if cfg.deepspeed and cfg.deepspeed not in ("zero2", "zero3"):
+        cfg.deepspeed = under(cfg.deepspeed)
 
 
 def check(cfg: TrainConfig) -> None:

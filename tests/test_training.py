@@ -320,3 +320,19 @@ def test_gradient_checkpointing_trains(small_corpus, tmp_path):
     losses = [loss for _, loss in recipe.state["losses"]]
     assert len(losses) == 6 and np.isfinite(losses).all()
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
+
+
+def test_config_paths_start_from_its_root_whatever_the_current_folder(tmp_path, monkeypatch):
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    shipped = load_config(repo / "qsit" / "configs" / "train" / "tiny-cpu.yaml")
+    assert shipped.data.sources[0].path == str(repo / "data" / "synthetic" / "d1")
+    assert shipped.output_dir == str(repo / "runs" / "qsit-tiny") and shipped.model == "tiny"
+    (tmp_path / "exp").mkdir()
+    text = (repo / "qsit" / "configs" / "train" / "tiny-cpu.yaml").read_text().replace("root: ../../..", "root: .")
+    (tmp_path / "exp" / "mine.yaml").write_text(text)
+    mine = load_config(tmp_path / "exp" / "mine.yaml", ["data.sources=[{path: corpus/d1}]"])
+    assert mine.data.sources[0].path == str(tmp_path / "exp" / "corpus" / "d1")  # overrides too
+    (tmp_path / "exp" / "plain.yaml").write_text(text.replace("root: .", ""))
+    plain = load_config(tmp_path / "exp" / "plain.yaml")
+    assert plain.data.sources[0].path == "data/synthetic/d1"  # no root: the current folder, as before
