@@ -23,6 +23,7 @@ MINI = ("tiny_size={image_size: 32, patch_size: 8, vision_hidden: 32, vision_lay
 
 def stage1(corpus, out, *extra):
     return load_config(STAGE1, [f"output_dir={out}", f"perception.photos=[{corpus / 'photos' / 'train'}]", MINI,
+                                f"tiny_vocab_from=[{corpus / 'd1'}, {corpus / 'd2'}]",
                                 "perception.batch_size=8", "perception.val_photos=1", "perception.val_samples=16",
                                 "perception.workers=0", *extra])
 
@@ -72,6 +73,11 @@ def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, t
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert (final / "perception_heads.pt").is_file() and (out / "perception.png").is_file()
     assert json.loads((final / "qsit_model.json").read_text())["stage"] == "perception"
+    from transformers import AutoTokenizer
+
+    # The tokenizer was fitted to the corpus's answers too: their words are whole tokens.
+    tok = AutoTokenizer.from_pretrained(final)
+    assert len(tok.tokenize(" suffers")) == 1 and len(tok.tokenize(" compression")) == 1
 
     from transformers import LlavaOnevisionForConditionalGeneration
 
