@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +145,11 @@ class TrainRecipe:
             from peft import LoraConfig, get_peft_model
 
             targets = "|".join(cfg.lora.target_modules)
-            model = get_peft_model(model, LoraConfig(
-                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=rf".*language_model.*\.({targets})", task_type="CAUSAL_LM"))
+            with warnings.catch_warnings():  # peft reads a property transformers has deprecated; not ours to fix
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, LoraConfig(
+                    r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=rf".*language_model.*\.({targets})", task_type="CAUSAL_LM"))
         self.model = model.to(self.device)
 
         self.data = TrainData(cfg, self.processor)
