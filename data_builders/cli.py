@@ -115,7 +115,8 @@ def cmd_synthetic(args) -> int:
     cfg = SyntheticConfig(size=args.size, crops_per_photo=args.crops_per_photo,
                           ladders_per_crop=args.ladders_per_crop, train_scenes=args.train_scenes,
                           test_scenes=args.test_scenes, photos=args.photos,
-                          package_photos=not args.no_package_photos, seed=args.seed)
+                          package_photos=not args.no_package_photos,
+                          content_in_descriptions=not args.no_content_in_descriptions, seed=args.seed)
     try:
         m = build_synthetic(args.out, cfg)
     except FileNotFoundError as e:
@@ -195,6 +196,9 @@ def add_build_parser(sub) -> None:
     p.add_argument("--test-scenes", type=int, default=4)
     p.add_argument("--photos", help="a folder of extra pristine photos (every fifth held out for the tests)")
     p.add_argument("--no-package-photos", action="store_true", help="only --photos and drawn scenes")
+    p.add_argument("--no-content-in-descriptions", action="store_true",
+                   help="D2 descriptions speak of quality only, not of what the photo shows (for models too "
+                        "small to recognise content)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

@@ -101,8 +101,8 @@ class Defect:
 
 @dataclass(frozen=True)
 class KnownQuality:
-    content: str
-    """A short caption of what the image shows."""
+    content: str | None
+    """A short caption of what the image shows; ``None`` leaves the description to quality alone."""
     level: str
     defects: tuple[Defect, ...] = ()
 
@@ -121,11 +121,12 @@ def rule_based_qa(known: KnownQuality, absent_pool: Sequence[str], rng: random.R
         raise ValueError(f"unknown level {known.level!r}")
     present = sorted(known.defects, key=lambda d: -d.severity)
     absent = [a for a in absent_pool if a not in {d.name for d in present}]
-    sentences = [f"The image shows {known.content}."]
+    sentences = [f"The image shows {known.content}."] if known.content else []
     for d in present:
         sentences.append(f"{_where(d).capitalize()} suffers from {SEVERITY_WORDS[d.severity - 1]} {d.name}.")
     if not present:
-        sentences.append("It is sharp and well exposed, with natural colours and no visible noise or artifacts.")
+        subject = "It" if sentences else "The image"
+        sentences.append(f"{subject} is sharp and well exposed, with natural colours and no visible noise or artifacts.")
     sentences.append(f"Overall, the quality of the image is {known.level}.")
     qs: list[Question] = []
     if present:

@@ -74,6 +74,9 @@ class SyntheticConfig:
     """A folder of extra pristine photos; every fifth (sorted by name) is held out for the test sets."""
     package_photos: bool = True
     """Use the photos inside installed packages (off: only ``photos`` and drawn scenes)."""
+    content_in_descriptions: bool = True
+    """Begin each D2 description with the photo's caption. A model too small to recognise content
+    learns from it which training photo it sees, which is no use on other photos (D3 keeps captions)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -191,11 +194,12 @@ def render_corpus(out: Path, cfg: SyntheticConfig, progress: bool = True) -> lis
     return items
 
 
-def _known(item: CorpusImage, level: str) -> KnownQuality:
+def _known(item: CorpusImage, level: str, with_content: bool) -> KnownQuality:
+    content = item.source.caption if with_content else None
     if item.distortion is None:
-        return KnownQuality(item.source.caption, level)
+        return KnownQuality(content, level)
     d = DISTORTIONS[item.distortion]
-    return KnownQuality(item.source.caption, level,
+    return KnownQuality(content, level,
                         (Defect(d.name, item.severity, item.region, d.cause, d.fix),))
 
 
@@ -225,7 +229,8 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
     # D2 — known defects → description, balanced VQA and MCQ, conversation.
     rng = random.Random(cfg.seed)
     absent_pool = [d.name for d in DISTORTIONS.values()]
-    qas: dict[str, QualityQA] = {it.path: rule_based_qa(_known(it, level_of[it.path]), absent_pool, rng)
+    qas: dict[str, QualityQA] = {it.path: rule_based_qa(_known(it, level_of[it.path], cfg.content_in_descriptions),
+                                                           absent_pool, rng)
                                  for it in items}
     qas, dropped = balance_yes_no(qas, cfg.seed)
     balancer = LetterBalancer(cfg.seed)

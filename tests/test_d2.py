@@ -52,6 +52,14 @@ def test_pristine_image_gets_a_positive_description():
     assert Counter(q.answer for q in qa.questions if q.type == "yes-no") == {"Yes": 1, "No": 1}
 
 
+def test_without_content_the_description_speaks_of_quality_only():
+    damaged = rule_based_qa(KnownQuality(None, "poor", blurred_left().defects), ABSENT, random.Random(0))
+    assert damaged.description == ("The left part of the image suffers from strong motion blur. The image suffers "
+                                   "from slight gaussian noise. Overall, the quality of the image is poor.")
+    clean = rule_based_qa(KnownQuality(None, "excellent"), ABSENT, random.Random(0))
+    assert clean.description.startswith("The image is sharp and well exposed") and qa_problems(clean) == []
+
+
 def test_records_balance_letters_and_yes_no():
     rng = random.Random(1)
     qas = {f"img{i}": rule_based_qa(blurred_left() if i % 3 else KnownQuality("a cat", "good"), ABSENT, rng)

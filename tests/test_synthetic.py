@@ -1,6 +1,7 @@
 """The offline corpus: distortions, pseudo-MOS properties, and a small end-to-end build."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,6 +112,30 @@ def test_a_folder_of_photos_builds_a_corpus_with_held_out_photos(tmp_path):
     assert m["splits"] == {"train": 24, "val": 0, "test": 6}
     tests = json.loads((out / "tests" / "iqa.json").read_text())
     assert {t["img_path"].split("/")[2] for t in tests} == {"photo-sub-p2_c0"}
+
+
+def test_descriptions_without_content_keep_everything_else(tmp_path):
+    cfg = SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=1, test_scenes=1, seed=3)
+    build_synthetic(tmp_path / "with", cfg, progress=False)
+    build_synthetic(tmp_path / "without", replace(cfg, content_in_descriptions=False), progress=False)
+
+    def records(corpus, kind):
+        return {r.id: r for r in iter_jsonl(tmp_path / corpus / kind / "records.jsonl")}
+
+    with_d2, without_d2 = records("with", "d2"), records("without", "d2")
+    assert with_d2.keys() == without_d2.keys()
+    described = 0
+    for key, r in without_d2.items():
+        for before, after in zip((m["content"] for m in with_d2[key].messages), (m["content"] for m in r.messages),
+                                 strict=True):
+            if before.startswith("The image shows"):  # the description, alone or opening a conversation
+                described += 1
+                assert not after.startswith("The image shows")
+                assert before.endswith(after.removeprefix("The image is").removeprefix("The image"))
+            else:
+                assert after == before  # questions and answers do not depend on the caption
+    assert described >= sum(r.meta.get("task") == "describe" for r in without_d2.values()) > 0
+    assert records("with", "d1") == records("without", "d1") and records("with", "d3") == records("without", "d3")
 
 
 def test_a_missing_photos_folder_is_a_clear_error(tmp_path, capsys):
