@@ -105,7 +105,9 @@ def main(argv=None) -> int:
     from evals.iqa import run_iqa
     from evals.llvisionqa import load_questions, run_llvisionqa
     from qsit.assessor import Assessor, resolve_model
+    from qsit.cli import quiet_libraries
 
+    quiet_libraries()  # qsit's own lines and bars, as in `qsit` itself
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="a `qsit build synthetic` folder")
     p.add_argument("--model", help="checkpoint (default: the embedded default model)")

@@ -29,6 +29,9 @@ def export(src: Path, dst: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    from qsit.cli import quiet_libraries
+
+    quiet_libraries()  # qsit's own lines and bars, as in `qsit` itself
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("out")

@@ -10,7 +10,8 @@ PY=${PYTHON:-python}
 CORPUS=data/qsit-tiny-corpus
 CONFIGS=qsit/configs/train
 if [ ! -f "$CORPUS/manifest.json" ]; then
-  $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20
+  $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20 \
+    --no-content-in-descriptions
 fi
 $QSIT train $CONFIGS/qsit-tiny-1-perception.yaml
 $QSIT train $CONFIGS/qsit-tiny-2-scoring.yaml

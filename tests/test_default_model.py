@@ -67,7 +67,7 @@ def test_readme_main_command_scores_the_blurred_photo_below_the_clean_one(capsys
     blurred, clean, noisy = json.loads(capsys.readouterr().out)
     assert blurred["score"] < clean["score"] - 0.3 and noisy["score"] < clean["score"] - 0.3
     # Readable sentences ending in the model's own conclusion; the noisy photo's names its damage.
-    # (The blurred one's does not: it says JPEG; the model card gives the rates.)
+    # (The blurred one's does not: it says pixelation; the model card gives the rates.)
     from evals.targets import names_family
     from qsit.levels import concluded_level
 
