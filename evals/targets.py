@@ -42,6 +42,26 @@ def names_family(text: str, family: str) -> bool:
     return False
 
 
+def yes_no_by_option_order(samples: list[dict]) -> dict:
+    """Yes-no accuracy per order of the options, read by letter and by the answer's own word.
+
+    ``samples`` are LLVisionQA sample rows (Q-Bench fields plus ``raw_output`` and
+    ``correct_generate``). A model trained on one order that answers by its words but does
+    not read the letters is right by word and wrong by letter in the other order.
+    """
+    by_order: dict[str, dict] = {}
+    for s in samples:
+        if s.get("type") != 0 or s.get("raw_output") is None or s.get("correct_ans") is None:
+            continue
+        said = re.findall(r"\b(yes|no)\b", s["raw_output"].lower())
+        row = by_order.setdefault("/".join(s["candidates"]), {"n": 0, "by_letter": 0, "by_word": 0})
+        row["n"] += 1
+        row["by_letter"] += bool(s["correct_generate"])
+        row["by_word"] += bool(said) and said[0] == s["correct_ans"].lower()
+    return {order: {"n": r["n"], "by_letter": r["by_letter"] / r["n"], "by_word": r["by_word"] / r["n"]}
+            for order, r in sorted(by_order.items())}
+
+
 def default_unseen_photo() -> Path:
     import matplotlib
 

@@ -6,7 +6,8 @@
 Measures (pseudo-MOS from synthetic distortions, not human opinion):
 
 * scoring: SRCC, PLCC and their mean against the pseudo-MOS (``tests/iqa.json``);
-* LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong;
+* LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong (and, for
+  yes-no questions, per order of the options, read by letter and by the answer's word);
 * on a sample of distorted test images, how often the explanation names the distortion's
   family, and how often the level it concludes with equals the scored level (agreement);
 * on a photo in none of the corpus sources (matplotlib's Grace Hopper portrait by default),
@@ -27,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.targets import MONOTONIC_SEVERITIES, default_unseen_photo, explanation_checks, monotonicity
+from evals.targets import (
+    MONOTONIC_SEVERITIES,
+    default_unseen_photo,
+    explanation_checks,
+    monotonicity,
+    yes_no_by_option_order,
+)
 
 
 def plot_monotonic(result: dict, path: Path) -> None:
@@ -128,6 +135,7 @@ def main(argv=None) -> int:
         plot_histogram(samples, out / "score_histogram.png")
     questions, _ = load_questions(qa_list, corpus)
     qa = run_llvisionqa(assessor, questions, corpus, out, mode="generate")["generate"]
+    qa_samples = [json.loads(line) for line in (out / "llvisionqa_samples.jsonl").open()]
     explain = explanation_checks(assessor, corpus, out, args.explain_sample)
     mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())
     plot_monotonic(mono, out / "monotonic.png")
@@ -135,7 +143,8 @@ def main(argv=None) -> int:
         "model": assessor.model_id,
         "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
         "llvisionqa": {"accuracy": qa["overall"]["accuracy"], "unparsed": qa["unparsed"], "n": qa["overall"]["n"],
-                       "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()}},
+                       "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()},
+                       "yes_no_by_option_order": yes_no_by_option_order(qa_samples)},
         "explain": explain, "monotonicity": mono,
     }
     (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")

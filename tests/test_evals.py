@@ -93,6 +93,24 @@ def test_score_bookkeeping_by_type_and_concern():
     assert r["unparsed"] == 1 and r["graded"] == 5
 
 
+def test_yes_no_by_option_order_separates_letters_from_words():
+    from evals.targets import yes_no_by_option_order
+
+    # a model that learned "A. Yes / B. No" and answers by its words, never reading the options
+    def row(candidates, answer, output):
+        letter = "AB"[candidates.index(answer)]
+        return {"type": 0, "candidates": candidates, "correct_ans": answer, "raw_output": output,
+                "correct_generate": parse_answer(output, candidates) == letter}
+
+    rows = [row(["Yes", "No"], "Yes", "A. Yes"), row(["Yes", "No"], "No", "B. No"),
+            row(["No", "Yes"], "Yes", "A. Yes"), row(["No", "Yes"], "No", "B. No"),
+            row(["No", "Yes"], "No", "A. Yes"), {"type": 1, "candidates": ["fog", "blur"], "correct_ans": "fog",
+                                                 "raw_output": "A. fog", "correct_generate": True}]
+    r = yes_no_by_option_order(rows)
+    assert r == {"No/Yes": {"n": 3, "by_letter": 1 / 3, "by_word": 2 / 3},  # the last is right by luck
+                 "Yes/No": {"n": 2, "by_letter": 1.0, "by_word": 1.0}}
+
+
 def test_official_rule_is_a_substring_test_and_differs_from_parsing():
     question = q(0, 0, 0, "Yes")
     assert official_rule_correct("B is wrong, A. is right", question)
