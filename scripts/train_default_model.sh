@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the offline corpus and retrain the embedded default model, qsit-tiny, from scratch:
-#   bash scripts/train_default_model.sh            (about 1.5 hours on 2 CPU cores; resumable)
+#   bash scripts/train_default_model.sh            (under 2 hours on 2 CPU cores; resumable)
 # Every step picks up where it stopped: the corpus is built once, each stage resumes from its
 # last checkpoint, the evaluation from its caches. Set EXPORT=0 to keep qsit/assets untouched.
 set -euo pipefail
