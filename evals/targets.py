@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qsit.levels import concluded_level
+from qsit.prompts import QUESTION_TYPES
 
 # How an explanation may name each distortion family (the corpus's own words, and plain synonyms).
 FAMILY_WORDS = {
@@ -51,7 +52,7 @@ def yes_no_by_option_order(samples: list[dict]) -> dict:
     """
     by_order: dict[str, dict] = {}
     for s in samples:
-        if s.get("type") != 0 or s.get("raw_output") is None or s.get("correct_ans") is None:
+        if s.get("type") != QUESTION_TYPES.index("yes-no") or s.get("raw_output") is None or s.get("correct_ans") is None:
             continue
         said = re.findall(r"\b(yes|no)\b", s["raw_output"].lower())
         row = by_order.setdefault("/".join(s["candidates"]), {"n": 0, "by_letter": 0, "by_word": 0})
