@@ -115,6 +115,7 @@ def cmd_synthetic(args) -> int:
     cfg = SyntheticConfig(size=args.size, crops_per_photo=args.crops_per_photo,
                           ladders_per_crop=args.ladders_per_crop, train_scenes=args.train_scenes,
                           test_scenes=args.test_scenes, photos=args.photos,
+                          photos_test_every=args.photos_test_every,
                           package_photos=not args.no_package_photos,
                           content_in_descriptions=not args.no_content_in_descriptions, seed=args.seed)
     try:
@@ -126,6 +127,15 @@ def cmd_synthetic(args) -> int:
           f"test sets {m['test_sets']}", file=sys.stderr)
     print(f"qsit: D1 conversion precision SRCC {p['srcc']:.4f} PLCC {p['plcc']:.4f} on {p['n']} training images "
           "(pseudo-MOS, synthetic)", file=sys.stderr)
+    return 0
+
+
+def cmd_wallpapers(args) -> int:
+    from data_builders.wallpapers import build_wallpapers
+
+    photos = build_wallpapers(args.out)
+    print(f"qsit: {len(photos)} pristine photos in {args.out} (licences: qsit/assets/qsit-tiny/ATTRIBUTION.md)",
+          file=sys.stderr)
     return 0
 
 
@@ -195,10 +205,16 @@ def add_build_parser(sub) -> None:
     p.add_argument("--train-scenes", type=int, default=10)
     p.add_argument("--test-scenes", type=int, default=4)
     p.add_argument("--photos", help="a folder of extra pristine photos (every fifth held out for the tests)")
+    p.add_argument("--photos-test-every", type=int, default=5, metavar="N",
+                   help="hold out every N-th of --photos for the tests; 0: all for training (default: 5)")
     p.add_argument("--no-package-photos", action="store_true", help="only --photos and drawn scenes")
     p.add_argument("--no-content-in-descriptions", action="store_true",
                    help="D2 descriptions speak of quality only, not of what the photo shows (for models too "
                         "small to recognise content)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
+
+    p = bsub.add_parser("wallpapers", help="24 pristine photos from Debian's wallpaper packages (apt-get download)")
+    p.add_argument("--out", required=True, help="folder for the photos (PNG, longest side 1,024 px)")
+    p.set_defaults(func=cmd_wallpapers)
 

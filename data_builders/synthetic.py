@@ -71,7 +71,11 @@ class SyntheticConfig:
     val_fraction: float = 0.1
     """Share of training crops held out as validation (with all their ladders)."""
     photos: str | None = None
-    """A folder of extra pristine photos; every fifth (sorted by name) is held out for the test sets."""
+    """A folder of extra pristine photos; every ``photos_test_every``-th (sorted by name) is held out
+    for the test sets."""
+    photos_test_every: int = 5
+    """0 puts every photo of ``photos`` in training (the test sets stay those of the package photos
+    and scenes, unchanged)."""
     package_photos: bool = True
     """Use the photos inside installed packages (off: only ``photos`` and drawn scenes)."""
     content_in_descriptions: bool = True
@@ -82,6 +86,8 @@ class SyntheticConfig:
     def __post_init__(self):
         if self.size < 32:
             raise BuildError(f"size must be at least 32 pixels, got {self.size}")
+        if self.photos_test_every < 0:
+            raise BuildError(f"photos_test_every must be 0 (none) or more, got {self.photos_test_every}")
         for name in ("crops_per_photo", "ladders_per_crop"):
             if getattr(self, name) < 1:
                 raise BuildError(f"{name} must be at least 1")
@@ -139,11 +145,12 @@ def _sources(cfg: SyntheticConfig) -> list[tuple[Source, str, int]]:
     """(source, split, number of crops): photos and scenes, test ones held out by name or seed."""
     out = [(s, "test" if s.key in TEST_PHOTOS else "train", cfg.crops_per_photo) for s in PHOTOS
            if cfg.package_photos]
-    if cfg.photos:
-        out += [(s, "test" if i % 5 == 4 else "train", cfg.crops_per_photo)
-                for i, s in enumerate(folder_sources(cfg.photos))]
     out += [(scene_source(1000 + i), "train", 1) for i in range(cfg.train_scenes)]
     out += [(scene_source(9000 + i), "test", 1) for i in range(cfg.test_scenes)]
+    if cfg.photos:  # last, so adding a folder leaves every other source's crops and ladders as they were
+        every = cfg.photos_test_every
+        out += [(s, "test" if every and i % every == every - 1 else "train", cfg.crops_per_photo)
+                for i, s in enumerate(folder_sources(cfg.photos))]
     return out
 
 

@@ -63,7 +63,7 @@ class TileSampler:
 
     def __init__(self, photos: list[Path], tile: int, distortions: list[str], mean, std,
                  scale_range: tuple[float, float] = (0.45, 1.0), pristine_fraction: float = 1 / 6,
-                 corpus_side: int = 256):
+                 corpus_side: int = 256, tile_rescale: tuple[float, float] | None = None):
         from PIL import Image
 
         from qsit.images import load_image
@@ -74,6 +74,7 @@ class TileSampler:
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.scale_range = scale_range
         self.pristine_fraction = pristine_fraction
+        self.tile_rescale = tile_rescale
         # Photos are kept at most twice the corpus size: a tile then covers what a tile of a
         # corpus image (or of a user photo after the processor's resize) covers, give or take the scale.
         self.photos = []
@@ -83,6 +84,26 @@ class TileSampler:
             if f < 1:
                 img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.LANCZOS)
             self.photos.append(np.asarray(img, dtype=np.float64) / 255)
+
+    def _tile_box(self, side: int, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(y, x, size) of the tile inside a damaged window of ``side`` px: its centre, or with
+        ``tile_rescale`` a random offset and a size that rescales to the tile."""
+        if self.tile_rescale is None:
+            o = (side - self.tile) // 2
+            return o, o, self.tile
+        size = min(side, max(8, round(self.tile / rng.uniform(*self.tile_rescale))))
+        y, x = (int(v) for v in rng.integers(0, side - size + 1, size=2))
+        return y, x, size
+
+    def _cut(self, window: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+        from PIL import Image
+
+        y, x, size = box
+        crop = window[y:y + size, x:x + size]
+        if size == self.tile:
+            return crop
+        im = Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).resize((self.tile, self.tile), Image.BICUBIC)
+        return np.asarray(im, dtype=np.float64) / 255
 
     def draw(self, rng: np.random.Generator) -> Sample:
         from PIL import Image
@@ -109,8 +130,8 @@ class TileSampler:
             d = int(rng.integers(len(self.distortions)))
             sev = int(rng.integers(1, 6))
             out = apply(window, self.distortions[d], sev, rng)
-        o = (side - self.tile) // 2
-        ref_tile, tile = window[o:o + self.tile, o:o + self.tile], out[o:o + self.tile, o:o + self.tile]
+        box = self._tile_box(side, rng)
+        ref_tile, tile = self._cut(window, box), self._cut(out, box)
         mos = 100.0 if sev == 0 else 100.0 * max(similarity(ref_tile, tile), 0.0) ** 3
         pixels = (np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32) - self.mean) / self.std
         return Sample(pixels, d, sev, float(mos))
@@ -216,7 +237,8 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     train_photos = [p for p in photos if p not in val_photos]
     n_classes = len(names) + 1
     heads = perception_heads(tower.config.hidden_size, n_classes)
-    make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side)  # noqa: E731
+    make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side,  # noqa: E731
+                                  tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None)
     train_sampler, val_sampler = make(train_photos), make(val_photos) if val_photos else None
     params = [p for p in tower.parameters()] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)

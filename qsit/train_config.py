@@ -103,6 +103,11 @@ class PerceptionConfig:
     """Processes drawing distorted tiles while the tower trains."""
     corpus_side: int = 256
     """Photos are shrunk to at most twice this, so tiles match the scale the chat stages see."""
+    tile_rescale: list[float] | None = None
+    """[low, high]: cut each tile *after* the damage, at a random offset and rescaled by a factor
+    drawn from this range, as the processor's resize does to a whole image (off: the tile is the
+    damaged window's centre, so JPEG's 8-px blocks line up with the patches, which they never do
+    in an image the processor has resized)."""
 
 
 @dataclass
@@ -273,6 +278,10 @@ def check(cfg: TrainConfig) -> None:
             raise ConfigError("stage perception needs perception.photos: folders of pristine training photos")
         if p.steps < 1 or p.batch_size < 2 or p.lr <= 0 or p.val_photos < 0:
             raise ConfigError("perception.steps >= 1, batch_size >= 2, lr > 0 and val_photos >= 0 are required")
+        r = p.tile_rescale
+        if r is not None and not (len(r) == 2 and 2 / 3 <= r[0] <= r[1]):
+            # the tile is cut from a window 1.5 tiles wide, so it can shrink by at most 2/3
+            raise ConfigError(f"perception.tile_rescale must be [low, high] with 2/3 <= low <= high, got {r}")
         return
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty: give at least one build output folder")

@@ -46,6 +46,29 @@ def test_tiles_are_native_pixels_with_known_labels(small_corpus):
     np.testing.assert_array_equal(again.pixels, draws[0].pixels)
 
 
+def _block_edge_excess(sampler: TileSampler, n: int = 24) -> float:
+    """Mean jump across columns 8k (JPEG's block edges when they line up with the patches) over
+    the mean jump across the other columns, for severe JPEG tiles."""
+    jumps = np.zeros(sampler.tile - 1)
+    for i in range(n):
+        pixels = sampler.draw(np.random.default_rng([5, i])).pixels
+        jumps += np.abs(np.diff(pixels, axis=2)).mean(axis=(0, 1))
+    at_edges = np.arange(1, sampler.tile) % 8 == 0  # diff column j compares pixel columns j and j+1
+    return float(jumps[7::8].mean() / jumps[~np.roll(at_edges, -1)].mean())
+
+
+def test_rescaled_tiles_do_not_line_jpeg_blocks_up_with_the_patches(small_corpus):
+    photos = find_photos([small_corpus / "photos" / "train"])
+    kw = dict(pristine_fraction=0.0, scale_range=(1.0, 1.0))
+    centred = TileSampler(photos, 32, ["jpeg"], [0.5] * 3, [0.5] * 3, **kw)
+    rescaled = TileSampler(photos, 32, ["jpeg"], [0.5] * 3, [0.5] * 3, tile_rescale=(0.85, 1.25), **kw)
+    assert _block_edge_excess(centred) > 1.5  # the block edges fall exactly between patches
+    assert _block_edge_excess(rescaled) < 1.2  # as in an image the processor has resized
+    pristine = TileSampler(photos, 32, ["jpeg"], [0.5] * 3, [0.5] * 3, pristine_fraction=1.0,
+                           tile_rescale=(0.85, 1.25)).draw(np.random.default_rng(1))
+    assert pristine.mos == 100.0 and pristine.pixels.shape == (3, 32, 32)
+
+
 def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
     with pytest.raises(ConfigError, match="perception.photos"):
         load_config(STAGE1, [f"output_dir={tmp_path}", "perception.photos=[]"])
@@ -53,6 +76,8 @@ def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
         load_config(STAGE1, [f"output_dir={tmp_path}", "stage=pretrain"])
     with pytest.raises(ConfigError, match="does not exist"):
         validate(load_config(STAGE1, [f"output_dir={tmp_path}", f"perception.photos=[{tmp_path / 'nope'}]"]))
+    with pytest.raises(ConfigError, match="tile_rescale"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.tile_rescale=[0.5, 1.2]"]))
 
 
 @pytest.mark.slow

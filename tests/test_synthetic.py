@@ -144,3 +144,25 @@ def test_a_missing_photos_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["build", "synthetic", "--out", str(tmp_path / "c"), "--photos", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "photos folder" in err and "does not exist" in err
+
+
+def test_photos_for_training_only_leave_the_test_sets_as_they_were(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    base = Image.fromarray(load_sample_image("flower.jpg"))
+    for i in range(5):
+        base.crop((i * 40, 0, i * 40 + 200, 160)).save(folder / f"p{i}.jpg")
+    cfg = SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=1, test_scenes=1,
+                          val_fraction=0, package_photos=False)
+    build_synthetic(tmp_path / "alone", cfg, progress=False)
+    m = build_synthetic(tmp_path / "more", replace(cfg, photos=str(folder), photos_test_every=0), progress=False)
+    assert sorted(p.name for p in (tmp_path / "more" / "photos" / "train").iterdir()) == [
+        "photo-p0.png", "photo-p1.png", "photo-p2.png", "photo-p3.png", "photo-p4.png", "scene1000.png"]
+    assert m["splits"]["train"] == 6 * 6 and m["splits"]["test"] == 6
+    assert ((tmp_path / "more" / "tests" / "iqa.json").read_text()
+            == (tmp_path / "alone" / "tests" / "iqa.json").read_text())
+    with pytest.raises(Exception, match="photos_test_every"):
+        replace(cfg, photos_test_every=-1)
