@@ -9,9 +9,16 @@ QSIT=${QSIT:-qsit}
 PY=${PYTHON:-python}
 CORPUS=data/qsit-tiny-corpus
 CONFIGS=qsit/configs/train
+PHOTOS=data/photos/wallpapers
+# 24 photographs from Debian's wallpaper packages (apt-get download; every step resumes)
+$QSIT build wallpapers --out "$PHOTOS"
+if [ -f "$CORPUS/manifest.json" ] && ! grep -q "\"photos\": \"$PHOTOS\"" "$CORPUS/manifest.json"; then
+  echo "$CORPUS was built without $PHOTOS (an older recipe): remove it and run again" >&2
+  exit 1
+fi
 if [ ! -f "$CORPUS/manifest.json" ]; then
   $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20 \
-    --no-content-in-descriptions
+    --no-content-in-descriptions --photos "$PHOTOS" --photos-test-every 0
 fi
 $QSIT train $CONFIGS/qsit-tiny-1-perception.yaml
 $QSIT train $CONFIGS/qsit-tiny-2-scoring.yaml
