@@ -74,7 +74,12 @@ def extract_photos(unpacked: Path, package: str, out: Path) -> list[Path]:
     for name, rel in WALLPAPERS[package].items():
         dest = photo_path(out, package, name)
         if not dest.is_file():
-            write_photo(largest_image(unpacked / rel), dest)
+            try:
+                src = largest_image(unpacked / rel)
+            except FileNotFoundError:
+                raise BuildError(f"{package} has no wallpaper {name!r} at {rel}: this release of the package "
+                                 f"differs from the one qsit knows; put photos in {out} yourself") from None
+            write_photo(src, dest)
         written.append(dest)
     return written
 

@@ -51,7 +51,7 @@ def test_photos_already_written_are_kept(tmp_path):
 
 
 def test_a_missing_photo_in_the_package_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Aqua"):
+    with pytest.raises(BuildError, match="mate-backgrounds has no wallpaper 'Aqua'"):
         extract_photos(tmp_path / "empty", "mate-backgrounds", tmp_path)
 
 
