@@ -63,6 +63,47 @@ def yes_no_by_option_order(samples: list[dict]) -> dict:
             for order, r in sorted(by_order.items())}
 
 
+def stated_option(output: str, candidates: list[str]) -> str | None:
+    """The candidate an answer states in words ("B. zoom blur" -> "zoom blur"), whatever its letter."""
+    text = re.sub(r"^\(?[A-D][.)]\s*", "", output.strip()).rstrip(".").strip().lower()
+    return next((c for c in candidates if c.strip().lower() == text), None)
+
+
+def letter_and_words(samples: list[dict]) -> dict:
+    """Per question type, accuracy read by the answer's letter and by the option it states in words.
+
+    A model that knows the answer but has not learned to copy the letter in front of it is
+    right more often by its words than by its letter.
+    """
+    tally: dict[str, list[int]] = {}
+    for s in samples:
+        if s.get("raw_output") is None or s.get("correct_ans") is None:
+            continue
+        row = tally.setdefault(QUESTION_TYPES[s["type"]], [0, 0, 0])
+        row[0] += 1
+        row[1] += bool(s["correct_generate"])
+        row[2] += stated_option(s["raw_output"], s["candidates"]) == s["correct_ans"]
+    return {t: {"n": n, "by_letter": ok / n, "by_words": words / n} for t, (n, ok, words) in tally.items()}
+
+
+def yes_no_confusion(samples: list[dict]) -> dict:
+    """How often a yes-no answer says "yes" when the named damage is there and when it is not.
+
+    Equal rates mean the answer does not depend on whether the question names what is in the image.
+    """
+    said_yes = {"Yes": [0, 0], "No": [0, 0]}
+    for s in samples:
+        if s.get("type") != QUESTION_TYPES.index("yes-no") or s.get("raw_output") is None \
+                or s.get("correct_ans") not in said_yes:
+            continue
+        words = re.findall(r"\b(yes|no)\b", s["raw_output"].lower())
+        said_yes[s["correct_ans"]][0] += bool(words) and words[0] == "yes"
+        said_yes[s["correct_ans"]][1] += 1
+    rate = {truth: (y / n if n else None) for truth, (y, n) in said_yes.items()}
+    return {"yes_when_present": rate["Yes"], "yes_when_absent": rate["No"],
+            "n_present": said_yes["Yes"][1], "n_absent": said_yes["No"][1]}
+
+
 def default_unseen_photo() -> Path:
     import matplotlib
 

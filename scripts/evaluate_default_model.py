@@ -6,8 +6,10 @@
 Measures (pseudo-MOS from synthetic distortions, not human opinion):
 
 * scoring: SRCC, PLCC and their mean against the pseudo-MOS (``tests/iqa.json``);
-* LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong (and, for
-  yes-no questions, per order of the options, read by letter and by the answer's word);
+* LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong (and, as
+  diagnostics: per question type, read by the letter and by the option the answer states in
+  words; for yes-no questions, per order of the options, and how often "yes" is said when the
+  named damage is there and when it is not);
 * on a sample of distorted test images, how often the explanation names the distortion's
   family, and how often the level it concludes with equals the scored level (agreement);
 * on a photo in none of the corpus sources (matplotlib's Grace Hopper portrait by default),
@@ -32,8 +34,10 @@ from evals.targets import (
     MONOTONIC_SEVERITIES,
     default_unseen_photo,
     explanation_checks,
+    letter_and_words,
     monotonicity,
     yes_no_by_option_order,
+    yes_no_confusion,
 )
 
 
@@ -144,7 +148,9 @@ def main(argv=None) -> int:
         "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
         "llvisionqa": {"accuracy": qa["overall"]["accuracy"], "unparsed": qa["unparsed"], "n": qa["overall"]["n"],
                        "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()},
-                       "yes_no_by_option_order": yes_no_by_option_order(qa_samples)},
+                       "yes_no_by_option_order": yes_no_by_option_order(qa_samples),
+                       "by_letter_and_words": letter_and_words(qa_samples),
+                       "yes_no_confusion": yes_no_confusion(qa_samples)},
         "explain": explain, "monotonicity": mono,
     }
     (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")

@@ -111,6 +111,39 @@ def test_yes_no_by_option_order_separates_letters_from_words():
                  "Yes/No": {"n": 2, "by_letter": 1.0, "by_word": 1.0}}
 
 
+def test_letter_and_words_tells_a_wrong_letter_from_a_wrong_answer():
+    from evals.targets import letter_and_words
+
+    what = ["zoom blur", "motion blur", "fog", "noise"]
+
+    def row(kind, candidates, answer, output):
+        letter = "ABCD"[candidates.index(answer)]
+        return {"type": kind, "candidates": candidates, "correct_ans": answer, "raw_output": output,
+                "correct_generate": parse_answer(output, candidates) == letter}
+
+    rows = [row(1, what, "zoom blur", "A. zoom blur"),    # right
+            row(1, what, "zoom blur", "B. zoom blur"),    # right words, wrong letter
+            row(1, what, "zoom blur", "C. motion blur"),  # wrong
+            row(1, what, "fog", "fog"),                   # words only
+            row(0, ["No", "Yes"], "Yes", "A. Yes")]       # wrong letter
+    r = letter_and_words(rows)
+    assert r["what"] == {"n": 4, "by_letter": 0.5, "by_words": 0.75}
+    assert r["yes-no"] == {"n": 1, "by_letter": 0.0, "by_words": 1.0}
+
+
+def test_yes_no_confusion_shows_answers_that_ignore_the_question():
+    from evals.targets import yes_no_confusion
+
+    def row(truth, output):
+        return {"type": 0, "candidates": ["Yes", "No"], "correct_ans": truth, "raw_output": output}
+
+    # says "yes" to one in two questions, whether or not the named damage is there
+    rows = [row("Yes", "A. Yes"), row("Yes", "B. No"), row("No", "A. Yes"), row("No", "B. No"),
+            {"type": 1, "candidates": ["fog", "blur"], "correct_ans": "fog", "raw_output": "A. yes"}]
+    assert yes_no_confusion(rows) == {"yes_when_present": 0.5, "yes_when_absent": 0.5, "n_present": 2, "n_absent": 2}
+    assert yes_no_confusion([row("Yes", "A. Yes"), row("No", "B. No")])["yes_when_absent"] == 0.0
+
+
 def test_official_rule_is_a_substring_test_and_differs_from_parsing():
     question = q(0, 0, 0, "Yes")
     assert official_rule_correct("B is wrong, A. is right", question)
