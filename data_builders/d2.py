@@ -306,19 +306,28 @@ def balance_yes_no(qas: dict[str, QualityQA], seed: int) -> tuple[dict[str, Qual
 
 
 class LetterBalancer:
-    """Places the correct option at A, B, C, D in turn (per option count), shuffling the rest."""
+    """Places the correct option at A, B, C, D in turn (per option count), shuffling the rest.
+
+    Yes-no options come in both orders: "Yes" is at A for every other "Yes" question and so is
+    "No" for every other "No" question, so neither the order nor the letter tells the answer.
+    (Always "A. Yes / B. No" teaches a model to write "A. Yes" for yes whatever the order, which
+    test sets that shuffle the options count wrong.)
+    """
 
     def __init__(self, seed: int):
         self._next: dict[int, int] = {}
+        self._yes_no_next = {"Yes": 0, "No": 0}
         self._rng = random.Random(seed)
 
     def arrange(self, q: Question) -> tuple[list[str], int]:
         n = len(q.options)
         pos = self._next.get(n, 0)
         self._next[n] = (pos + 1) % n
-        if q.type == "yes-no":  # keep the natural Yes/No order readable; balance comes from the 1:1 answers
-            options = ["Yes", "No"]
-            return options, options.index(q.answer)
+        if q.type == "yes-no":
+            at = self._yes_no_next[q.answer]
+            self._yes_no_next[q.answer] = 1 - at
+            other = "No" if q.answer == "Yes" else "Yes"
+            return ([q.answer, other] if at == 0 else [other, q.answer]), at
         wrong = [o for o in q.options if o != q.answer]
         self._rng.shuffle(wrong)
         return wrong[:pos] + [q.answer] + wrong[pos:], pos

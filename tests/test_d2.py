@@ -76,6 +76,11 @@ def test_records_balance_letters_and_yes_no():
     first = next(r for r in mcq if "most obvious distortion" in r.messages[0]["content"])
     assert first.messages[0]["content"].startswith("<image>\nWhat is the most obvious distortion in the image?\nA. ")
     assert first.messages[1]["content"].startswith(f"{first.meta['correct']}. ")
+    yes_no = [r for r in records if r.meta.get("task") == "mcq" and r.meta["type"] == "yes-no"]
+    by_answer_and_letter = Counter((r.messages[1]["content"].split(". ")[1], r.meta["correct"]) for r in yes_no)
+    assert by_answer_and_letter == {("Yes", "A"): 6, ("Yes", "B"): 6, ("No", "A"): 6, ("No", "B"): 6}
+    for r in yes_no:  # the letter written is the one in front of the answer in this question
+        assert f"\n{r.meta['correct']}. {r.messages[1]['content'].split('. ')[1]}\n" in r.messages[0]["content"]
     chat = next(r for r in records if r.meta.get("task") == "conversation" and r.id.startswith("img1/"))
     assert len(chat.messages) >= 6 and chat.messages[0]["content"].startswith("<image>\n")
 
