@@ -30,6 +30,8 @@ class Source:
     """A build output folder (records.jsonl + manifest.json) or a records JSONL file."""
     image_root: str | None = None
     """Where its image paths resolve; default: the manifest's image_root (prefix stripped)."""
+    tasks: list[str] | None = None
+    """Keep only records whose ``meta.task`` is one of these (e.g. ``[describe]`` from a D2 build)."""
 
 
 @dataclass

@@ -53,7 +53,13 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
     out = []
     for src in cfg.data.sources:
         resolve = _image_resolver(Path(src.path), src.image_root)
-        out += [(r, [resolve(p) for p in r.images]) for r in iter_jsonl(records_file(src.path))]
+        records = list(iter_jsonl(records_file(src.path)))
+        kept = [r for r in records if src.tasks is None or r.meta.get("task") in src.tasks]
+        if records and not kept:  # a misspelt task would otherwise train on nothing, silently
+            present = sorted({str(r.meta.get("task")) for r in records})
+            raise ConfigError(f"data source {src.path}: no record has a task in {src.tasks} "
+                              f"(its tasks: {', '.join(present)})")
+        out += [(r, [resolve(p) for p in r.images]) for r in kept]
     return out
 
 

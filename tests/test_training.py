@@ -74,6 +74,18 @@ def test_unknown_keys_and_bad_overrides_are_errors(small_corpus, tmp_path):
 # ---------------------------------------------------------------- tokens
 
 
+def test_a_source_can_keep_only_some_tasks(small_corpus, tmp_path):
+    everything = load_sources(load_config(TINY, overrides(small_corpus, tmp_path)))
+    wanted = ["data.sources=[{path: " + str(small_corpus / "d2") + ", tasks: [describe, mcq]}]"]
+    some = load_sources(load_config(TINY, [f"output_dir={tmp_path}", *wanted]))
+    d2 = [r for r, _ in everything if r.kind == "interpreting"]
+    assert {r.meta["task"] for r, _ in some} == {"describe", "mcq"}
+    assert len(some) == sum(r.meta.get("task") in ("describe", "mcq") for r in d2) < len(d2)
+    misspelt = ["data.sources=[{path: " + str(small_corpus / "d2") + ", tasks: [descibe]}]"]
+    with pytest.raises(ConfigError, match=r"no record has a task in \['descibe'\].*describe"):
+        load_sources(load_config(TINY, [f"output_dir={tmp_path}", *misspelt]))
+
+
 def test_labels_cover_exactly_the_assistant_tokens(assessor, small_corpus, tmp_path):
     cfg = load_config(TINY, overrides(small_corpus, tmp_path))
     record, paths = next((r, p) for r, p in load_sources(cfg) if r.meta.get("task") == "conversation")
