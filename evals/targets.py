@@ -43,6 +43,12 @@ def names_family(text: str, family: str) -> bool:
     return False
 
 
+def said_yes_or_no(output: str) -> str | None:
+    """The first "yes" or "no" an answer says, in lower case, whatever letter stands before it."""
+    said = re.findall(r"\b(yes|no)\b", output.lower())
+    return said[0] if said else None
+
+
 def yes_no_by_option_order(samples: list[dict]) -> dict:
     """Yes-no accuracy per order of the options, read by letter and by the answer's own word.
 
@@ -54,11 +60,10 @@ def yes_no_by_option_order(samples: list[dict]) -> dict:
     for s in samples:
         if s.get("type") != QUESTION_TYPES.index("yes-no") or s.get("raw_output") is None or s.get("correct_ans") is None:
             continue
-        said = re.findall(r"\b(yes|no)\b", s["raw_output"].lower())
         row = by_order.setdefault("/".join(s["candidates"]), {"n": 0, "by_letter": 0, "by_word": 0})
         row["n"] += 1
         row["by_letter"] += bool(s["correct_generate"])
-        row["by_word"] += bool(said) and said[0] == s["correct_ans"].lower()
+        row["by_word"] += said_yes_or_no(s["raw_output"]) == s["correct_ans"].lower()
     return {order: {"n": r["n"], "by_letter": r["by_letter"] / r["n"], "by_word": r["by_word"] / r["n"]}
             for order, r in sorted(by_order.items())}
 
@@ -96,8 +101,7 @@ def yes_no_confusion(samples: list[dict]) -> dict:
         if s.get("type") != QUESTION_TYPES.index("yes-no") or s.get("raw_output") is None \
                 or s.get("correct_ans") not in said_yes:
             continue
-        words = re.findall(r"\b(yes|no)\b", s["raw_output"].lower())
-        said_yes[s["correct_ans"]][0] += bool(words) and words[0] == "yes"
+        said_yes[s["correct_ans"]][0] += said_yes_or_no(s["raw_output"]) == "yes"
         said_yes[s["correct_ans"]][1] += 1
     rate = {truth: (y / n if n else None) for truth, (y, n) in said_yes.items()}
     return {"yes_when_present": rate["Yes"], "yes_when_absent": rate["No"],
