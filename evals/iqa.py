@@ -60,7 +60,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
     for name, path in test_sets.items():
         items, root = load_iqa_list(path)
         root = root or Path(image_root or default_image_root(path))
-        keys = [f"{assessor.model_id}|{assessor.preset.version}|{task}|{name}|{it.img_path}" for it in items]
+        keys = [f"{assessor.cache_id}|{assessor.preset.version}|{task}|{name}|{it.img_path}" for it in items]
         todo = [(k, it) for k, it in zip(keys, items, strict=True) if k not in cache]
         missing = []
         for start in range(0, len(todo), batch_size):

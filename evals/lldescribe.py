@@ -115,7 +115,7 @@ def run_lldescribe(assessor, items: list[DescribeItem], image_root: str | Path, 
     root = Path(image_root)
     out = Path(out_dir)
     cache = SampleCache(out / "lldescribe_cache.jsonl")
-    base = f"{assessor.model_id}|{assessor.preset.version}"
+    base = f"{assessor.cache_id}|{assessor.preset.version}"
     present = [it for it in items if resolve_image(root, it.img_path).is_file()]
     descriptions = {}
     for it in tqdm(present, desc="LLDescribe (describe)", unit="img", disable=not progress):

@@ -152,7 +152,7 @@ def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | 
         raise ValueError(f"unknown mode {mode!r}; use generate, likelihood or both")
     root = Path(image_root)
     cache = SampleCache(Path(out_dir) / "llvisionqa_cache.jsonl")
-    base = f"{assessor.model_id}|{assessor.preset.version}"
+    base = f"{assessor.cache_id}|{assessor.preset.version}"
     present = [q for q in questions if resolve_image(root, q.img_path).is_file()]
     outputs: dict[str, str] = {}
     picks: dict[str, str] = {}

@@ -166,7 +166,7 @@ def explanation_checks(assessor, corpus: Path, out: Path, n: int, seed: int = 0)
     rows = []
     for r, key in tqdm(sample, desc="explanations", unit="img"):
         path = corpus / r["images"][0].split("/", 1)[1]
-        ck = f"{assessor.model_id}|{r['id']}"
+        ck = f"{assessor.cache_id}|{r['id']}"
         if ck not in cache:
             a = assessor.assess(path, max_new_tokens=96)
             cache.put(ck, {"level": a.level, "score": a.score, "explanation": a.explanation})

@@ -203,7 +203,8 @@ class Assessor:
     """
 
     def __init__(self, model, processor, preset: str | PromptPreset = DEFAULT_PRESET, model_id: str = "",
-                 max_pixels: int | None = None, notes: Sequence[str] = (), info: dict | None = None):
+                 max_pixels: int | None = None, notes: Sequence[str] = (), info: dict | None = None,
+                 cache_id: str = ""):
         self.model = model.eval()
         self.notes = tuple(notes)
         """Said once per checkpoint (e.g. a prompt preset other than the trained one); every result repeats them."""
@@ -213,6 +214,8 @@ class Assessor:
         self.tokenizer = processor.tokenizer
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.model_id = model_id or getattr(model.config, "_name_or_path", "") or "<in-memory model>"
+        self.cache_id = cache_id or self.model_id
+        """What evaluation caches are keyed by: for a local checkpoint, its absolute path and weight files."""
         self.max_pixels = max_pixels
         # Resolved for every task at load, so a tokenizer that cannot tell the
         # levels apart fails here and not in the middle of a scoring run.
@@ -235,7 +238,7 @@ class Assessor:
         """
         from transformers import AutoConfig, AutoProcessor, LlavaOnevisionForConditionalGeneration
 
-        from qsit.model_info import read_model_info
+        from qsit.model_info import checkpoint_identity, read_model_info
 
         name = os.fspath(name_or_path)
         device, dtype = default_device_and_dtype(device, dtype)
@@ -259,7 +262,7 @@ class Assessor:
         info = read_model_info(name)
         chosen, notes = choose_preset(preset, info)
         return cls(model.to(device), processor, preset=chosen, model_id=name, max_pixels=max_pixels, notes=notes,
-                   info=info)
+                   info=info, cache_id=checkpoint_identity(name))
 
     @property
     def device(self):

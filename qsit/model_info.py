@@ -8,6 +8,7 @@ the preset from here unless one is passed explicitly (and then names a mismatch 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -66,3 +67,19 @@ def read_model_info(name_or_path: str | os.PathLike) -> dict | None:
     if not isinstance(info, dict) or "preset" not in info:
         raise ValueError(f"{found}: a qsit model description needs a 'preset' field")
     return info
+
+
+def checkpoint_identity(name_or_path: str | os.PathLike) -> str:
+    """A name for evaluation caches that changes when the weights do.
+
+    A local folder is named by its absolute path (so ``ckpt`` and ``/abs/ckpt`` share a cache)
+    and by the size and modification time of its weight files (so a checkpoint retrained or
+    re-exported into the same folder is evaluated afresh rather than read from a stale cache);
+    a hub id is its own name."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return os.fspath(name_or_path)
+    path = path.resolve()
+    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
+    return f"{path}#{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"

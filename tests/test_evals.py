@@ -224,6 +224,35 @@ def test_iqa_runs_resumes_and_writes_tables(assessor, tiny_bench):
     assert load_iqa_list(tiny_bench / "iqa.json")[0][2].gt == 2.0
 
 
+def test_iqa_cache_follows_the_weights_not_the_spelling_of_the_path(tiny_checkpoint, tiny_bench, tmp_path,
+                                                                    monkeypatch):
+    import shutil
+
+    import torch
+
+    from qsit.assessor import Assessor
+
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    out, sets = tmp_path / "out", {"mini": str(tiny_bench / "iqa.json")}
+    monkeypatch.chdir(tmp_path)
+    first = run_iqa(Assessor.from_pretrained("ckpt"), sets, tiny_bench, out, progress=False)
+    lines = (out / "iqa_cache.jsonl").read_text()
+    first_score = json.loads((out / "iqa_samples.jsonl").read_text().splitlines()[0])["score"]
+    run_iqa(Assessor.from_pretrained(ckpt.resolve()), sets, tiny_bench, out, progress=False)
+    assert (out / "iqa_cache.jsonl").read_text() == lines  # the same folder: nothing scored twice
+    retrained = Assessor.from_pretrained(ckpt)
+    with torch.no_grad():
+        retrained.model.lm_head.weight.mul_(3.0)  # a different model saved into the same folder
+    retrained.model.save_pretrained(ckpt)
+    reloaded = Assessor.from_pretrained("ckpt")
+    again = run_iqa(reloaded, sets, tiny_bench, out, progress=False)
+    assert len((out / "iqa_cache.jsonl").read_text().splitlines()) == 2 * len(lines.splitlines())
+    fresh = reloaded.score([tiny_bench / "img0.png"])[0].score
+    assert fresh != pytest.approx(first_score, abs=1e-4)
+    assert json.loads((out / "iqa_samples.jsonl").read_text().splitlines()[0])["score"] == pytest.approx(fresh)
+    assert again["sets"]["mini"]["n"] == first["sets"]["mini"]["n"]
+
+
 def test_llvisionqa_both_protocols_and_lmms_eval_roundtrip(assessor, tiny_bench):
     out = tiny_bench / "out"
     qs, missing = load_questions(tiny_bench / "llvisionqa.json")
