@@ -8,6 +8,10 @@ real photographs among them (the rest are drawings and renders) as PNG, longest 
 downscaling by 2-5x hides the JPEG artefacts of the originals, so they can serve as pristine.
 Photos already written are kept, so an interrupted run resumes. Licences: GPL-2+ (MATE),
 LGPL-3 and CC-BY-SA-4.0 (Plasma); see ``qsit/assets/qsit-tiny/ATTRIBUTION.md``.
+
+``--packages`` picks others: ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04`` add 13
+photographs (CC-BY-4.0, CC-BY-SA-3.0/4.0 and CC0-1.0, each named in the package's copyright
+file). They are not in qsit-tiny's training data, so the default is the two packages above.
 """
 
 from __future__ import annotations
@@ -35,7 +39,19 @@ WALLPAPERS = {
         for name in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
                      "Grey", "Kite", "OneStandsOut", "Path", "summer_1am", "Volna")
     },
+    # Picture_1A (1,365 px: too small to shrink its JPEG artefacts away) and the renders are left out.
+    "lomiri-wallpapers-16.04": {
+        name.split("_by_")[0]: f"usr/share/backgrounds/{name}.jpg"
+        for name in ("aitzgorri_by_Aitzol_Berasategi", "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly",
+                     "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
+                     "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
+                     "Picture_0B_by_freespace", "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi",
+                     "Wine_by_Jakkub_Mede")
+    },
+    "lomiri-wallpapers-20.04": {"Kleiber": "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"},
 }
+DEFAULT_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
+"""The photographs qsit-tiny was trained on."""
 
 
 def largest_image(path: Path) -> Path:
@@ -99,12 +115,16 @@ def fetch(package: str, workdir: Path) -> Path:
     return root
 
 
-def build_wallpapers(out: str | Path) -> list[Path]:
-    """Every photo of ``WALLPAPERS`` in ``out``, fetching only the packages with photos missing."""
+def build_wallpapers(out: str | Path, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[Path]:
+    """Every photo of ``packages`` in ``out``, fetching only the packages with photos missing."""
+    unknown = [p for p in packages if p not in WALLPAPERS]
+    if unknown:
+        raise BuildError(f"no photos known in {', '.join(unknown)}; known packages: {', '.join(WALLPAPERS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for package, photos in WALLPAPERS.items():
+    for package in packages:
+        photos = WALLPAPERS[package]
         if all(photo_path(out, package, n).is_file() for n in photos):
             written += [photo_path(out, package, n) for n in photos]
             continue

@@ -60,3 +60,23 @@ def test_without_apt_the_error_says_what_is_needed(tmp_path, monkeypatch):
     with pytest.raises(BuildError, match="apt-get not found.*Debian"):
         fetch("mate-backgrounds", tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_more_packages_are_opt_in_and_an_unknown_one_is_named(tmp_path):
+    from data_builders.wallpapers import DEFAULT_PACKAGES, build_wallpapers
+
+    assert DEFAULT_PACKAGES == ("mate-backgrounds", "plasma-workspace-wallpapers")  # qsit-tiny's training photos
+    lomiri = WALLPAPERS["lomiri-wallpapers-16.04"]
+    assert len(lomiri) + len(WALLPAPERS["lomiri-wallpapers-20.04"]) == 13
+    deb = tmp_path / "deb"
+    for rel in lomiri.values():
+        _image(deb / rel, (3000, 2000), 120)
+    out = tmp_path / "photos"
+    out.mkdir()
+    written = extract_photos(deb, "lomiri-wallpapers-16.04", out)
+    assert sorted(p.name for p in written) == sorted(f"lomiri-{n}.png" for n in lomiri)
+    assert {Image.open(p).size for p in written} == {(LONGEST_SIDE, 683)}
+    # Photos already there: nothing fetched, the listed package's photos returned.
+    assert sorted(build_wallpapers(out, ("lomiri-wallpapers-16.04",))) == sorted(written)
+    with pytest.raises(BuildError, match="no photos known in ubuntu-wallpapers; known packages: mate-backgrounds"):
+        build_wallpapers(out, ("ubuntu-wallpapers",))
