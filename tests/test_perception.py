@@ -124,3 +124,18 @@ def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, t
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(trained.model.multi_modal_projector.parameters(),
                                                      after.model.multi_modal_projector.parameters(), strict=True))
+
+
+def test_the_default_recipe_chains_its_stages_and_ships_the_last():
+    stages = sorted(CONFIGS.glob("qsit-tiny-*.yaml"))
+    assert [p.name.split("-")[2] for p in stages] == [str(i + 1) for i in range(len(stages))]
+    assert len(stages) >= 3 and stages[0].name == STAGE1.name
+    cfgs = [load_config(p) for p in stages]
+    for before, after in zip(cfgs[:-1], cfgs[1:], strict=True):  # each stage starts from the one before
+        assert Path(after.root) / after.model == Path(before.output_dir) / "final"
+    script = (CONFIGS.parents[2] / "scripts" / "train_default_model.sh").read_text()
+    trained = [line.split("/")[-1] for line in script.splitlines() if line.startswith("$QSIT train")]
+    assert trained == [p.name for p in stages]
+    last = Path(cfgs[-1].output_dir).relative_to(CONFIGS.parents[2]) / "final"
+    assert f"export_default_model.py {last} " in script
+
