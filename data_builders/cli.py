@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from data_builders.common import BuildError, Problems, read_manifest, write_output
-from data_builders.wallpapers import DEFAULT_PACKAGES, WALLPAPERS
+from data_builders.wallpapers import DEFAULT_PACKAGES, WALLPAPERS, build_wallpapers
 
 
 def _summary(out: Path, records: list, problems: Problems, extra: str = "") -> None:
@@ -132,8 +132,6 @@ def cmd_synthetic(args) -> int:
 
 
 def cmd_wallpapers(args) -> int:
-    from data_builders.wallpapers import build_wallpapers
-
     photos = build_wallpapers(args.out, tuple(args.packages))
     print(f"qsit: {len(photos)} pristine photos in {args.out} (licences: qsit/assets/qsit-tiny/ATTRIBUTION.md)",
           file=sys.stderr)
@@ -215,7 +213,7 @@ def add_build_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 
-    p = bsub.add_parser("wallpapers", help="24 pristine photos from Debian's wallpaper packages (apt-get download)")
+    p = bsub.add_parser("wallpapers", help="pristine photos from Debian's wallpaper packages (apt-get download; 24 by default)")
     p.add_argument("--out", required=True, help="folder for the photos (PNG, longest side 1,024 px)")
     p.add_argument("--packages", nargs="+", choices=list(WALLPAPERS), default=list(DEFAULT_PACKAGES),
                    help="Debian packages to take photos from (default: the two qsit-tiny was trained on; "
