@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from data_builders.common import BuildError, Problems, read_manifest, write_output
+from data_builders.d2 import MCQ_ANSWERS
 from data_builders.wallpapers import DEFAULT_PACKAGES, WALLPAPERS, build_wallpapers
 
 
@@ -89,7 +90,8 @@ def cmd_d2(args) -> int:
         for key in sorted(qas):
             image = f"{args.image_prefix}/{by_id[key]['image']}" if args.image_prefix else by_id[key]["image"]
             split = "val" if random.Random(f"{args.seed}/{key}").random() < args.val_fraction else "train"
-            records += qa_records(f"{args.source}/{key}", image, qas[key], args.source, split, balancer)
+            records += qa_records(f"{args.source}/{key}", image, qas[key], args.source, split, balancer,
+                                  mcq_answers=args.mcq_answers)
         meta = {"llm": {"base_url": args.base_url, "model": args.model}, "failed": sorted(failed),
                 "yes_no_dropped_for_balance": dropped}
     if not (args.instructions or args.feedback):
@@ -118,7 +120,8 @@ def cmd_synthetic(args) -> int:
                           test_scenes=args.test_scenes, photos=args.photos,
                           photos_test_every=args.photos_test_every,
                           package_photos=not args.no_package_photos,
-                          content_in_descriptions=not args.no_content_in_descriptions, seed=args.seed)
+                          content_in_descriptions=not args.no_content_in_descriptions,
+                          mcq_answers=args.mcq_answers, seed=args.seed)
     try:
         m = build_synthetic(args.out, cfg)
     except FileNotFoundError as e:
@@ -180,6 +183,9 @@ def add_build_parser(sub) -> None:
     p.add_argument("--model")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--mcq-answers", choices=MCQ_ANSWERS, default="letter",
+                   help='multiple-choice answers as "B. zoom blur" (letter, default) or "zoom blur" (words: '
+                        'for language models too small to copy the letter; both count by LLVisionQA\'s rules)')
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_d2)
@@ -210,6 +216,9 @@ def add_build_parser(sub) -> None:
     p.add_argument("--no-content-in-descriptions", action="store_true",
                    help="D2 descriptions speak of quality only, not of what the photo shows (for models too "
                         "small to recognise content)")
+    p.add_argument("--mcq-answers", choices=MCQ_ANSWERS, default="letter",
+                   help='multiple-choice answers as "B. zoom blur" (letter, default) or "zoom blur" (words: '
+                        'for language models too small to copy the letter; both count by LLVisionQA\'s rules)')
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

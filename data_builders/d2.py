@@ -333,8 +333,23 @@ class LetterBalancer:
         return wrong[:pos] + [q.answer] + wrong[pos:], pos
 
 
+MCQ_ANSWERS = ("letter", "words")
+
+
+def mcq_answer(letter: str, option: str, style: str) -> str:
+    """How a multiple-choice answer is written: "B. zoom blur" (``letter``) or "zoom blur" (``words``).
+
+    Both are right by the official LLVisionQA rules. ``words`` spares a small language model the
+    hardest step of the answer, copying the letter that stands in front of the option it means.
+    """
+    if style not in MCQ_ANSWERS:
+        raise BuildError(f"multiple-choice answers are written as one of {MCQ_ANSWERS}, not {style!r}")
+    return f"{letter}. {option}" if style == "letter" else option
+
+
 def qa_records(key: str, image: str, qa: QualityQA, source: str, split: str, balancer: LetterBalancer,
-               describe_question: str | None = None, meta: dict | None = None) -> list[Record]:
+               describe_question: str | None = None, meta: dict | None = None,
+               mcq_answers: str = "letter") -> list[Record]:
     """Description, each question as short answer and as multiple choice, and the conversation."""
     ask = describe_question or get_preset("qsit").describe_question
     meta = dict(meta or {})
@@ -352,7 +367,8 @@ def qa_records(key: str, image: str, qa: QualityQA, source: str, split: str, bal
         out.append(rec(f"q{i}", [(q.question, q.answer)], {"task": "vqa", "type": q.type}))
         options, correct = balancer.arrange(q)
         letter = OPTION_LETTERS[correct]
-        out.append(rec(f"q{i}/mcq", [(multiple_choice_question(q.question, options), f"{letter}. {q.answer}")],
+        answer = mcq_answer(letter, q.answer, mcq_answers)
+        out.append(rec(f"q{i}/mcq", [(multiple_choice_question(q.question, options), answer)],
                        {"task": "mcq", "type": q.type, "correct": letter}))
     if qa.conversation:
         out.append(rec("chat", [(ask, qa.description), *qa.conversation], {"task": "conversation"}))

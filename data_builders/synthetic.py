@@ -81,6 +81,8 @@ class SyntheticConfig:
     content_in_descriptions: bool = True
     """Begin each D2 description with the photo's caption. A model too small to recognise content
     learns from it which training photo it sees, which is no use on other photos (D3 keeps captions)."""
+    mcq_answers: str = "letter"
+    """How multiple-choice answers are written: "B. zoom blur" (``letter``) or "zoom blur" (``words``)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -243,7 +245,7 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
     balancer = LetterBalancer(cfg.seed)
     d2_records = [r for path, qa in qas.items()
                   for r in qa_records(f"{PREFIX}/{path}", f"{PREFIX}/{path}", qa, PREFIX, by_path[path].split,
-                                      balancer, meta={"level": level_of[path]})]
+                                      balancer, meta={"level": level_of[path]}, mcq_answers=cfg.mcq_answers)]
     write_output(out / "d2", d2_records, {"builder": "d2-rule-based", "seed": cfg.seed, "image_root": str(out),
                                           "image_prefix": PREFIX, "yes_no_dropped_for_balance": dropped,
                                           "problems": []})

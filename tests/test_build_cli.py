@@ -70,9 +70,13 @@ def test_build_d2_unreachable_llm_is_one_line(capsys, tmp_path):
 def test_build_synthetic_small(capsys, tmp_path):
     code, _, err = run(capsys, "build", "synthetic", "--out", tmp_path / "syn", "--size", "40",
                        "--crops-per-photo", "1", "--ladders-per-crop", "1", "--train-scenes", "1",
-                       "--test-scenes", "1")
+                       "--test-scenes", "1", "--mcq-answers", "words")
     assert code == 0, err
     assert "D1 conversion precision SRCC" in err
     for sub in ("d1", "d2", "d3"):
         assert (tmp_path / "syn" / sub / "manifest.json").is_file()
     assert json.loads((tmp_path / "syn" / "tests" / "iqa.json").read_text())
+    mcq = [r for r in (json.loads(line) for line in (tmp_path / "syn" / "d2" / "records.jsonl").open())
+           if r["meta"]["task"] == "mcq"]
+    assert mcq and all(f"\n{r['meta']['correct']}. {r['messages'][1]['content']}\n" in r["messages"][0]["content"]
+                       for r in mcq)  # answered by the option's words, the option the letter marks

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from data_builders.common import BuildError
 from data_builders.d2 import (
     Defect,
     KnownQuality,
@@ -19,6 +20,7 @@ from data_builders.d2 import (
     read_feedback,
     rule_based_qa,
 )
+from evals.llvisionqa import parse_answer
 from tests.llm_server import ScriptedLLM
 
 ABSENT = ["gaussian noise", "motion blur", "jpeg compression artifacts", "fog", "overexposure", "pixelation"]
@@ -83,6 +85,33 @@ def test_records_balance_letters_and_yes_no():
         assert f"\n{r.meta['correct']}. {r.messages[1]['content'].split('. ')[1]}\n" in r.messages[0]["content"]
     chat = next(r for r in records if r.meta.get("task") == "conversation" and r.id.startswith("img1/"))
     assert len(chat.messages) >= 6 and chat.messages[0]["content"].startswith("<image>\n")
+
+
+def test_multiple_choice_answers_in_words_are_the_right_option_by_the_benchmark_rules():
+    rng = random.Random(1)
+    qas = {f"img{i}": rule_based_qa(blurred_left() if i % 3 else KnownQuality("a cat", "good"), ABSENT, rng)
+           for i in range(6)}
+
+    def records(style):
+        return [r for k, qa in qas.items()
+                for r in qa_records(k, f"syn/{k}.png", qa, "synthetic", "train", LetterBalancer(seed=0), mcq_answers=style)]
+
+    by_letter, by_words = records("letter"), records("words")
+    assert [r.id for r in by_letter] == [r.id for r in by_words]
+    mcq = 0
+    for a, b in zip(by_letter, by_words, strict=True):
+        assert a.messages[0] == b.messages[0] and a.meta == b.meta  # same question, options and order
+        if b.meta.get("task") != "mcq":
+            assert a.messages == b.messages
+            continue
+        mcq += 1
+        options = [line[3:] for line in b.messages[0]["content"].splitlines()[2:]]
+        answer = b.messages[1]["content"]
+        assert answer in options and a.messages[1]["content"] == f"{b.meta['correct']}. {answer}"
+        assert parse_answer(answer, options) == parse_answer(a.messages[1]["content"], options) == b.meta["correct"]
+    assert mcq >= 24
+    with pytest.raises(BuildError, match="letter"):
+        qa_records("k", "syn/k.png", qas["img0"], "synthetic", "train", LetterBalancer(seed=0), mcq_answers="Letter")
 
 
 def test_unbalanced_yes_no_is_downsampled():
