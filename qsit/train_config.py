@@ -32,6 +32,12 @@ class Source:
     """Where its image paths resolve; default: the manifest's image_root (prefix stripped)."""
     tasks: list[str] | None = None
     """Keep only records whose ``meta.task`` is one of these (e.g. ``[describe]`` from a D2 build)."""
+    where: dict[str, Any] | None = None
+    """Keep only records whose ``meta`` has each of these values (e.g. ``{mos: 100.0}``: a synthetic
+    D1's pristine images)."""
+    repeat: int = 1
+    """Each kept training record enters the pool this many times, so it is drawn that much more often
+    (a validation record counts once)."""
 
 
 @dataclass
@@ -263,6 +269,9 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> None:
 
 def check(cfg: TrainConfig) -> None:
     """Value checks that need no files (``validate`` in the recipe checks files and data)."""
+    for i, src in enumerate(cfg.data.sources):
+        if src.repeat < 1:
+            raise ConfigError(f"data.sources[{i}].repeat must be at least 1, got {src.repeat}")
     t = cfg.train
     for name in ("epochs", "batch_size", "grad_accum"):
         if getattr(t, name) < 1:

@@ -59,7 +59,12 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
             present = sorted({str(r.meta.get("task")) for r in records})
             raise ConfigError(f"data source {src.path}: no record has a task in {src.tasks} "
                               f"(its tasks: {', '.join(present)})")
-        out += [(r, [resolve(p) for p in r.images]) for r in kept]
+        if src.where:
+            kept = [r for r in kept if all(r.meta.get(k) == v for k, v in src.where.items())]
+            if not kept:
+                raise ConfigError(f"data source {src.path}: no record's meta matches where {src.where}")
+        for r in kept:  # repeated in training only: a validation record counts once
+            out += [(r, [resolve(p) for p in r.images])] * (src.repeat if r.split == "train" else 1)
     return out
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,25 @@ def test_a_source_can_keep_only_some_tasks(small_corpus, tmp_path):
     misspelt = ["data.sources=[{path: " + str(small_corpus / "d2") + ", tasks: [descibe]}]"]
     with pytest.raises(ConfigError, match=r"no record has a task in \['descibe'\].*describe"):
         load_sources(load_config(TINY, [f"output_dir={tmp_path}", *misspelt]))
+
+
+def test_a_source_can_keep_records_by_meta_and_draw_them_more_often(small_corpus, tmp_path):
+    d1 = str(small_corpus / "d1")
+    plain = [r for r, _ in load_sources(load_config(TINY, [f"output_dir={tmp_path}", f"data.sources=[{{path: {d1}}}]"]))]
+    pristine = [r for r in plain if r.meta["mos"] == 100.0]
+    assert 0 < len(pristine) < len(plain)
+    cfg = load_config(TINY, [f"output_dir={tmp_path}",
+                             f"data.sources=[{{path: {d1}}}, {{path: {d1}, where: {{mos: 100.0}}, repeat: 3}}]"])
+    drawn = Counter(r.id for r, _ in load_sources(cfg))
+    for r in plain:  # a pristine training record 1 + 3 times, a validation one 1 + 1, the rest once
+        extra = (3 if r.split == "train" else 1) if r.meta["mos"] == 100.0 else 0
+        assert drawn[r.id] == 1 + extra
+    assert any(r.split == "val" for r in pristine) and any(r.split == "train" for r in pristine)
+    nothing = [f"output_dir={tmp_path}", f"data.sources=[{{path: {d1}, where: {{mos: 101}}}}]"]
+    with pytest.raises(ConfigError, match=r"no record's meta matches where \{'mos': 101\}"):
+        load_sources(load_config(TINY, nothing))
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].repeat must be at least 1"):
+        load_config(TINY, [f"output_dir={tmp_path}", f"data.sources=[{{path: {d1}, repeat: 0}}]"])
 
 
 def test_labels_cover_exactly_the_assistant_tokens(assessor, small_corpus, tmp_path):
