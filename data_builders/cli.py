@@ -145,6 +145,12 @@ def _args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
 
 
+def add_mcq_answers(p) -> None:
+    p.add_argument("--mcq-answers", choices=MCQ_ANSWERS, default="letter",
+                   help='multiple-choice answers as "B. zoom blur" (letter, default) or "zoom blur" (words: '
+                        'for language models too small to copy the letter; both count by LLVisionQA\'s rules)')
+
+
 def add_build_parser(sub) -> None:
     from data_builders.d1 import READERS
 
@@ -183,9 +189,7 @@ def add_build_parser(sub) -> None:
     p.add_argument("--model")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--mcq-answers", choices=MCQ_ANSWERS, default="letter",
-                   help='multiple-choice answers as "B. zoom blur" (letter, default) or "zoom blur" (words: '
-                        'for language models too small to copy the letter; both count by LLVisionQA\'s rules)')
+    add_mcq_answers(p)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_d2)
@@ -216,9 +220,7 @@ def add_build_parser(sub) -> None:
     p.add_argument("--no-content-in-descriptions", action="store_true",
                    help="D2 descriptions speak of quality only, not of what the photo shows (for models too "
                         "small to recognise content)")
-    p.add_argument("--mcq-answers", choices=MCQ_ANSWERS, default="letter",
-                   help='multiple-choice answers as "B. zoom blur" (letter, default) or "zoom blur" (words: '
-                        'for language models too small to copy the letter; both count by LLVisionQA\'s rules)')
+    add_mcq_answers(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

@@ -44,13 +44,14 @@ def test_build_d2_from_feedback_with_a_loopback_llm(capsys, tmp_path):
     ]) + "\n")
     with ScriptedLLM() as llm:
         code, _, err = run(capsys, "build", "d2", "--feedback", fb, "--base-url", llm.base_url, "--model", "m",
-                           "--out", tmp_path / "d2", "--image-prefix", "mine")
+                           "--out", tmp_path / "d2", "--image-prefix", "mine", "--mcq-answers", "words")
     assert code == 0, err
     manifest = json.loads((tmp_path / "d2" / "manifest.json").read_text())
     assert manifest["failed"] == ["b"] and any("LLM generation failed" in p["problem"] for p in manifest["problems"])
     records = list(iter_jsonl(tmp_path / "d2" / "records.jsonl"))
     assert {r.images[0] for r in records} == {"mine/a.jpg", "mine/c.jpg"}
-    assert any(r.meta.get("task") == "mcq" for r in records)
+    mcq = [r for r in records if r.meta.get("task") == "mcq"]
+    assert mcq and all(f"\n{r.meta['correct']}. {r.messages[1]['content']}\n" in r.messages[0]["content"] for r in mcq)
     assert (tmp_path / "d2" / "llm_cache").is_dir()
 
 
