@@ -143,41 +143,39 @@ def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0) -> dict:
     return out
 
 
-def explanation_checks(assessor, corpus: Path, out: Path, n: int, seed: int = 0) -> dict:
-    """Family named and score/explanation agreement on ``n`` distorted test images (cached, resumable)."""
+def explanation_checks(assessor, corpus: Path, out: Path, n: int | None = None, seed: int = 0,
+                       max_new_tokens: int = 96) -> dict:
+    """Explain the test images (all of them, or a seeded sample of ``n``; cached, resumable):
+    how often the explanation names the family of a distorted image's damage, and how often the
+    level it concludes with equals the scored level (on every explained image, pristine ones too)."""
     from tqdm.auto import tqdm
 
     from data_builders.distortions import DISTORTIONS
     from evals.common import SampleCache
 
     d1 = [json.loads(line) for line in (corpus / "d1" / "records.jsonl").open()]
-    tests = [r for r in d1 if r["split"] == "test"]
-    key_of = {k: k for k in DISTORTIONS}
-    distorted = []
-    for r in tests:
-        stem = Path(r["images"][0]).stem  # e.g. motion_blur_left_s3 or pristine
-        if stem == "pristine":
-            continue
-        key = next(k for k in sorted(key_of, key=len, reverse=True) if stem.startswith(k))
-        distorted.append((r, key))
-    distorted.sort(key=lambda rk: rk[0]["id"])
-    sample = random.Random(seed).sample(distorted, min(n, len(distorted)))
+    tests = sorted((r for r in d1 if r["split"] == "test"), key=lambda r: r["id"])
+    if n:
+        tests = random.Random(seed).sample(tests, min(n, len(tests)))
+    keys = sorted(DISTORTIONS, key=len, reverse=True)  # longest first: motion_blur before blur
     cache = SampleCache(out / "explain_cache.jsonl")
     rows = []
-    for r, key in tqdm(sample, desc="explanations", unit="img"):
-        path = corpus / r["images"][0].split("/", 1)[1]
+    for r in tqdm(tests, desc="explanations", unit="img"):
+        stem = Path(r["images"][0]).stem  # e.g. motion_blur_left_s3 or pristine
+        key = None if stem == "pristine" else next(k for k in keys if stem.startswith(k))
         ck = f"{assessor.cache_id}|{r['id']}"
         if ck not in cache:
-            a = assessor.assess(path, max_new_tokens=96)
+            a = assessor.assess(corpus / r["images"][0].split("/", 1)[1], max_new_tokens=max_new_tokens)
             cache.put(ck, {"level": a.level, "score": a.score, "explanation": a.explanation})
         got = cache.get(ck)
-        family = DISTORTIONS[key].family
+        family = DISTORTIONS[key].family if key else None
         rows.append({"id": r["id"], "distortion": key, "family": family, "level": got["level"],
-                     "explanation": got["explanation"], "names_family": names_family(got["explanation"], family),
+                     "explanation": got["explanation"],
+                     "names_family": names_family(got["explanation"], family) if family else None,
                      "concluded": concluded_level(got["explanation"])})
-    n_rows = max(len(rows), 1)
-    return {"images": len(rows),
-            "names_family": sum(r["names_family"] for r in rows) / n_rows,
-            "agreement": sum(r["concluded"] == r["level"] for r in rows) / n_rows,
-            "no_conclusion": sum(r["concluded"] is None for r in rows) / n_rows,
-            "examples": rows[:6]}
+    distorted = [r for r in rows if r["family"]]
+    return {"images": len(rows), "distorted": len(distorted),
+            "names_family": sum(r["names_family"] for r in distorted) / max(len(distorted), 1),
+            "agreement": sum(r["concluded"] == r["level"] for r in rows) / max(len(rows), 1),
+            "no_conclusion": sum(r["concluded"] is None for r in rows) / max(len(rows), 1),
+            "examples": distorted[:6]}

@@ -1,7 +1,7 @@
 """The default model's targets, measured on a corpus's held-out test sets and on an unseen photo.
 
     python scripts/evaluate_default_model.py --corpus data/qsit-tiny-corpus --out runs/qsit-tiny/eval
-        [--model DIR] [--explain-sample 150] [--photo PATH]
+        [--model DIR] [--explain-sample N] [--photo PATH]
 
 Measures (pseudo-MOS from synthetic distortions, not human opinion):
 
@@ -10,8 +10,9 @@ Measures (pseudo-MOS from synthetic distortions, not human opinion):
   diagnostics: per question type, read by the letter and by the option the answer states in
   words; for yes-no questions, per order of the options, and how often "yes" is said when the
   named damage is there and when it is not);
-* on a sample of distorted test images, how often the explanation names the distortion's
-  family, and how often the level it concludes with equals the scored level (agreement);
+* on every test image (or a seeded sample), how often the explanation names the family of a
+  distorted image's damage, and how often the level it concludes with equals the scored level
+  (agreement, pristine images included);
 * on a photo in none of the corpus sources (matplotlib's Grace Hopper portrait by default),
   whether blur, noise, JPEG and darkening at three severities each score below the clean photo
   and monotonically lower with severity.
@@ -90,8 +91,9 @@ def markdown(t: dict) -> str:
         f"| LLVisionQA-format accuracy (generate, unparsed = wrong) | {100 * t['llvisionqa']['accuracy']:.1f} % "
         f"({t['llvisionqa']['unparsed']} unparsed of {t['llvisionqa']['n']}) | ≥ 75 % |",
         f"| explanation names the distortion family | {100 * t['explain']['names_family']:.1f} % "
-        f"({t['explain']['images']} distorted images) | ≥ 70 % |",
-        f"| explanation's concluding level = scored level | {100 * t['explain']['agreement']:.1f} % | ≥ 90 % |",
+        f"({t['explain']['distorted']} distorted images) | ≥ 70 % |",
+        f"| explanation's concluding level = scored level | {100 * t['explain']['agreement']:.1f} % "
+        f"({t['explain']['images']} images) | ≥ 90 % |",
         f"| unseen photo: each distortion monotonically below clean | "
         f"{sum(d['monotonic'] for d in m['distortions'].values())}/{len(m['distortions'])} "
         f"({', '.join(k for k, d in m['distortions'].items() if d['monotonic']) or 'none'}) | 4/4 |",
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--corpus", required=True, help="a `qsit build synthetic` folder")
     p.add_argument("--model", help="checkpoint (default: the embedded default model)")
     p.add_argument("--out", required=True)
-    p.add_argument("--explain-sample", type=int, default=150)
+    p.add_argument("--explain-sample", type=int, help="explain a seeded sample of this many test images "
+                   "(default: all of them)")
     p.add_argument("--photo", help="a photo in none of the corpus sources (default: Grace Hopper)")
     p.add_argument("--limit", type=int, help="a seeded sample of this many test images per set (a quick check)")
     args = p.parse_args(argv)

@@ -307,3 +307,21 @@ def test_ask_says_why_a_request_failed():
         assert answer.value is None and answer.failure.startswith("HTTP 500") and llm.calls["[500]"] == 2
         answer = endpoint.ask([{"role": "user", "content": "[ok]"}], lambda r: r.upper(), attempts=2)
         assert answer.failure is None and answer.value == answer.reply.upper()
+
+
+def test_explanation_checks_cover_pristine_and_distorted_images_and_resume(assessor, small_corpus, tmp_path):
+    from evals.targets import explanation_checks
+
+    d1 = [json.loads(line) for line in (small_corpus / "d1" / "records.jsonl").open()]
+    tests = [r for r in d1 if r["split"] == "test"]
+    pristine = sum(r["images"][0].endswith("/pristine.png") for r in tests)
+    assert 0 < pristine < len(tests)
+    first = explanation_checks(assessor, small_corpus, tmp_path, max_new_tokens=8)
+    assert first["images"] == len(tests) and first["distorted"] == len(tests) - pristine
+    assert all(r["family"] and r["distortion"] for r in first["examples"])
+    cached = (tmp_path / "explain_cache.jsonl").read_text().splitlines()
+    assert len(cached) == len(tests)
+    again = explanation_checks(assessor, small_corpus, tmp_path, max_new_tokens=8)  # from the cache
+    assert again == first and (tmp_path / "explain_cache.jsonl").read_text().splitlines() == cached
+    sample = explanation_checks(assessor, small_corpus, tmp_path, n=3)
+    assert sample["images"] == 3
