@@ -1,6 +1,6 @@
 """Copy a trained checkpoint into the package as the embedded default model (fp16 safetensors).
 
-    python scripts/export_default_model.py runs/qsit-tiny/3-mix/final qsit/assets/qsit-tiny
+    python scripts/export_default_model.py runs/qsit-tiny/4-align/final qsit/assets/qsit-tiny
 
 Weights, processor files and ``qsit_model.json`` are overwritten; ``MODEL_CARD.md`` and
 ``ATTRIBUTION.md`` beside them are kept. fp16 halves the file; ``Assessor`` loads it in fp32 on a CPU (bf16 on a GPU) like any checkpoint.

@@ -12,20 +12,22 @@ CONFIGS=qsit/configs/train
 PHOTOS=data/photos/wallpapers
 # 24 photographs from Debian's wallpaper packages (apt-get download; every step resumes)
 $QSIT build wallpapers --out "$PHOTOS"
-if [ -f "$CORPUS/manifest.json" ] && ! grep -q "\"photos\": \"$PHOTOS\"" "$CORPUS/manifest.json"; then
-  echo "$CORPUS was built without $PHOTOS (an older recipe): remove it and run again" >&2
+if [ -f "$CORPUS/manifest.json" ] && ! { grep -q "\"photos\": \"$PHOTOS\"" "$CORPUS/manifest.json" &&
+    grep -q '"mcq_answers": "words"' "$CORPUS/manifest.json"; }; then
+  echo "$CORPUS was built by an older recipe (without $PHOTOS or --mcq-answers words): remove it and run again" >&2
   exit 1
 fi
 if [ ! -f "$CORPUS/manifest.json" ]; then
   $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20 \
-    --no-content-in-descriptions --photos "$PHOTOS" --photos-test-every 0
+    --no-content-in-descriptions --photos "$PHOTOS" --photos-test-every 0 --mcq-answers words
 fi
 $QSIT train $CONFIGS/qsit-tiny-1-perception.yaml
 $QSIT train $CONFIGS/qsit-tiny-2-scoring.yaml
 $QSIT train $CONFIGS/qsit-tiny-3-mix.yaml
+$QSIT train $CONFIGS/qsit-tiny-4-align.yaml
 if [ "${EXPORT:-1}" = 1 ]; then
-  $PY scripts/export_default_model.py runs/qsit-tiny/3-mix/final qsit/assets/qsit-tiny
+  $PY scripts/export_default_model.py runs/qsit-tiny/4-align/final qsit/assets/qsit-tiny
   $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model qsit/assets/qsit-tiny --out runs/qsit-tiny/eval
 else
-  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model runs/qsit-tiny/3-mix/final --out runs/qsit-tiny/eval
+  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model runs/qsit-tiny/4-align/final --out runs/qsit-tiny/eval
 fi
