@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from data_builders.common import BuildError, Problems, read_manifest, write_output
-from data_builders.d2 import MCQ_ANSWERS
+from data_builders.d2 import MCQ_ANSWERS, SEVERITY_WORD_SOURCES
 from data_builders.wallpapers import DEFAULT_PACKAGES, WALLPAPERS, build_wallpapers
 
 
@@ -121,7 +121,7 @@ def cmd_synthetic(args) -> int:
                           photos_test_every=args.photos_test_every,
                           package_photos=not args.no_package_photos,
                           content_in_descriptions=not args.no_content_in_descriptions,
-                          mcq_answers=args.mcq_answers, seed=args.seed)
+                          mcq_answers=args.mcq_answers, severity_words=args.severity_words, seed=args.seed)
     try:
         m = build_synthetic(args.out, cfg)
     except FileNotFoundError as e:
@@ -221,6 +221,10 @@ def add_build_parser(sub) -> None:
                    help="D2 descriptions speak of quality only, not of what the photo shows (for models too "
                         "small to recognise content)")
     add_mcq_answers(p)
+    p.add_argument("--severity-words", choices=SEVERITY_WORD_SOURCES, default="distortion",
+                   help='what "slight" .. "severe" in the descriptions and answers follow: the distortion\'s '
+                        "parameter (default) or the image's quality level (excellent: slight .. bad: severe), "
+                        "so that a description's severity and its concluding level agree")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

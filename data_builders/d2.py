@@ -38,6 +38,8 @@ from qsit.prompts import OPTION_LETTERS, QUESTION_TYPES, Question, get_preset, m
 from qsit.records import IMAGE_MARKER, INTERPRETING, Record, RecordError, from_llava
 
 SEVERITY_WORDS = ("slight", "mild", "noticeable", "strong", "severe")
+SEVERITY_WORD_SOURCES = ("distortion", "level")
+"""What a synthetic corpus's severity words follow: the distortion's parameter, or the image's level."""
 
 
 @dataclass

@@ -41,6 +41,7 @@ from PIL import Image
 from data_builders.common import BuildError, write_output
 from data_builders.d1 import MOSRow, build_d1
 from data_builders.d2 import (
+    SEVERITY_WORD_SOURCES,
     Defect,
     KnownQuality,
     LetterBalancer,
@@ -51,6 +52,7 @@ from data_builders.d2 import (
 )
 from data_builders.distortions import DISTORTIONS, REGIONS, apply
 from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, folder_sources, scene_source
+from qsit.levels import level_value
 from qsit.prompts import QUESTION_TYPES
 from qsit.records import GENERAL, IMAGE_MARKER, Record
 
@@ -83,6 +85,10 @@ class SyntheticConfig:
     learns from it which training photo it sees, which is no use on other photos (D3 keeps captions)."""
     mcq_answers: str = "letter"
     """How multiple-choice answers are written: "B. zoom blur" (``letter``) or "zoom blur" (``words``)."""
+    severity_words: str = "distortion"
+    """What "slight" … "severe" in D2 follow: the distortion's parameter (``distortion``: severity 1 is
+    "slight" however much it hurts this image) or the image's quality level (``level``: excellent is
+    "slight", bad "severe"), so that a description's severity word and its concluding level agree."""
     seed: int = 0
 
     def __post_init__(self):
@@ -93,6 +99,9 @@ class SyntheticConfig:
         for name in ("crops_per_photo", "ladders_per_crop"):
             if getattr(self, name) < 1:
                 raise BuildError(f"{name} must be at least 1")
+        if self.severity_words not in SEVERITY_WORD_SOURCES:
+            raise BuildError(f"severity_words must be one of {', '.join(SEVERITY_WORD_SOURCES)}, "
+                             f"got {self.severity_words!r}")
         if not 0 <= self.regional_fraction <= 1 or not 0 <= self.val_fraction < 1:
             raise BuildError("regional_fraction must be in [0, 1] and val_fraction in [0, 1)")
 
@@ -203,13 +212,13 @@ def render_corpus(out: Path, cfg: SyntheticConfig, progress: bool = True) -> lis
     return items
 
 
-def _known(item: CorpusImage, level: str, with_content: bool) -> KnownQuality:
+def _known(item: CorpusImage, level: str, with_content: bool, severity_words: str = "distortion") -> KnownQuality:
     content = item.source.caption if with_content else None
     if item.distortion is None:
         return KnownQuality(content, level)
     d = DISTORTIONS[item.distortion]
-    return KnownQuality(content, level,
-                        (Defect(d.name, item.severity, item.region, d.cause, d.fix),))
+    severity = item.severity if severity_words == "distortion" else 6 - level_value(level)  # excellent → slight
+    return KnownQuality(content, level, (Defect(d.name, severity, item.region, d.cause, d.fix),))
 
 
 def _concern(question: str, item: CorpusImage) -> int:
@@ -238,7 +247,8 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
     # D2 — known defects → description, balanced VQA and MCQ, conversation.
     rng = random.Random(cfg.seed)
     absent_pool = [d.name for d in DISTORTIONS.values()]
-    qas: dict[str, QualityQA] = {it.path: rule_based_qa(_known(it, level_of[it.path], cfg.content_in_descriptions),
+    qas: dict[str, QualityQA] = {it.path: rule_based_qa(_known(it, level_of[it.path], cfg.content_in_descriptions,
+                                                                  cfg.severity_words),
                                                            absent_pool, rng)
                                  for it in items}
     qas, dropped = balance_yes_no(qas, cfg.seed)

@@ -71,9 +71,11 @@ def test_build_d2_unreachable_llm_is_one_line(capsys, tmp_path):
 def test_build_synthetic_small(capsys, tmp_path):
     code, _, err = run(capsys, "build", "synthetic", "--out", tmp_path / "syn", "--size", "40",
                        "--crops-per-photo", "1", "--ladders-per-crop", "1", "--train-scenes", "1",
-                       "--test-scenes", "1", "--mcq-answers", "words")
+                       "--test-scenes", "1", "--mcq-answers", "words", "--severity-words", "level")
     assert code == 0, err
     assert "D1 conversion precision SRCC" in err
+    manifest = json.loads((tmp_path / "syn" / "manifest.json").read_text())
+    assert manifest["config"]["mcq_answers"] == "words" and manifest["config"]["severity_words"] == "level"
     for sub in ("d1", "d2", "d3"):
         assert (tmp_path / "syn" / sub / "manifest.json").is_file()
     assert json.loads((tmp_path / "syn" / "tests" / "iqa.json").read_text())

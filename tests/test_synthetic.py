@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from data_builders.common import BuildError
 from data_builders.distortions import DISTORTIONS, REGIONS, apply, region_mask
 from data_builders.synthetic import SyntheticConfig, build_synthetic, pseudo_mos_ladder, similarity
 from qsit.levels import LEVELS
@@ -166,3 +167,29 @@ def test_photos_for_training_only_leave_the_test_sets_as_they_were(tmp_path):
             == (tmp_path / "alone" / "tests" / "iqa.json").read_text())
     with pytest.raises(Exception, match="photos_test_every"):
         replace(cfg, photos_test_every=-1)
+
+
+def test_severity_words_from_the_level_agree_with_the_conclusion(tmp_path):
+    from data_builders.d2 import SEVERITY_WORDS
+
+    cfg = SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=1, test_scenes=1, seed=3,
+                          content_in_descriptions=False)
+    build_synthetic(tmp_path / "param", cfg, progress=False)
+    build_synthetic(tmp_path / "level", replace(cfg, severity_words="level"), progress=False)
+
+    def described(corpus):
+        out = {}
+        for r in iter_jsonl(tmp_path / corpus / "d2" / "records.jsonl"):
+            if r.meta.get("task") == "describe" and "suffers from" in r.messages[1]["content"]:
+                text = r.messages[1]["content"]
+                word = text.split("suffers from ")[1].split()[0]
+                out[r.images[0]] = (word, text.rsplit(" ", 1)[1].rstrip("."))
+        return out
+
+    by_level, by_param = described("level"), described("param")
+    assert by_level.keys() == by_param.keys() and len(by_level) > 10
+    # excellent → slight … bad → severe, for every damaged image
+    assert all(SEVERITY_WORDS.index(word) == 4 - LEVELS.index(level) for word, level in by_level.values())
+    assert any(SEVERITY_WORDS.index(word) != 4 - LEVELS.index(level) for word, level in by_param.values())
+    with pytest.raises(BuildError, match="severity_words must be one of distortion, level"):
+        SyntheticConfig(severity_words="pixels")
