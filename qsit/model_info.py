@@ -44,6 +44,11 @@ def write_model_info(folder: str | os.PathLike, info: dict) -> Path:
     return path
 
 
+def run_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether a training run wrote its ``final`` checkpoint to the end (the description comes last)."""
+    return (Path(run_dir) / "final" / MODEL_INFO_FILE).is_file()
+
+
 def read_model_info(name_or_path: str | os.PathLike) -> dict | None:
     """A checkpoint's ``qsit_model.json`` (local folder or hub id), or None if it has none."""
     name = os.fspath(name_or_path)

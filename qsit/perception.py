@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qsit.model_info import describe_training, write_model_info
+from qsit.model_info import describe_training, run_finished, write_model_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -253,6 +253,11 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        if state["step"] >= pc.steps and run_finished(recipe.out):
+            # Rewriting the weights of a finished stage would only make every evaluation cache miss.
+            print(f"qsit: {recipe.out} has finished all {pc.steps} steps; its model is kept as it is",
+                  file=sys.stderr)
+            return recipe.out / "final", state["val"][-1][1] if state["val"] else None, state["step"]
         print(f"qsit: resuming the perception stage at step {state['step']}", file=sys.stderr)
     recipe._log("perception_data", train_photos=[str(p) for p in train_photos],
                 val_photos=[str(p) for p in val_photos], distortions=names, tile=tile)

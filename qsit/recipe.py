@@ -29,7 +29,7 @@ import yaml
 
 from qsit.distributed import Distribution, deepspeed_config
 from qsit.mixture import adjust, resolve_sizes
-from qsit.model_info import describe_training, write_model_info
+from qsit.model_info import describe_training, run_finished, write_model_info
 from qsit.records import INTERPRETING, KINDS, SCORING
 from qsit.train_config import ConfigError, TrainConfig
 from qsit.train_data import TrainData, conversation_texts, load_sources
@@ -197,6 +197,10 @@ class TrainRecipe:
         from qsit.tokenization import Collator, encode
 
         cfg, t = self.cfg, self.cfg.train
+        if self.state["epoch"] >= t.epochs and run_finished(self.out):
+            # Rewriting the weights of a finished run would only make every evaluation cache miss.
+            return TrainResult(self.out / "final", "chat", list(self.state["history"]), cfg.mix.reference_ratio,
+                               self.state["global_step"])
         collate = Collator(self.processor.tokenizer.pad_token_id)
         model = self.dist.forward_module(self.model)
         for epoch in range(self.state["epoch"], t.epochs):
@@ -313,7 +317,10 @@ class TrainRecipe:
         state.pop("tag", None)
         self.state = state
         self._log("resume", checkpoint=str(ckpt), epoch=state["epoch"], step_in_epoch=state["step_in_epoch"])
-        if self.rank == 0:
+        if self.rank == 0 and state["epoch"] >= self.cfg.train.epochs and run_finished(self.out):
+            print(f"qsit: {self.out} has finished all {self.cfg.train.epochs} epochs; its model is kept as it is",
+                  file=sys.stderr)
+        elif self.rank == 0:
             print(f"qsit: resuming from {ckpt} (epoch {state['epoch'] + 1}, batch {state['step_in_epoch']})",
                   file=sys.stderr)
 

@@ -98,6 +98,10 @@ def test_perception_stage_trains_the_tower_resumes_and_hands_off(small_corpus, t
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert (final / "perception_heads.pt").is_file() and (out / "perception.png").is_file()
     assert json.loads((final / "qsit_model.json").read_text())["stage"] == "perception"
+    stamp = [(p.name, p.stat().st_mtime_ns) for p in sorted(final.iterdir())]
+    again = run(stage1(small_corpus, out, "perception.steps=40", "perception.save_every=20"), progress=False)
+    assert again.final == final and again.global_steps == 40 and again.perception == result.perception
+    assert [(p.name, p.stat().st_mtime_ns) for p in sorted(final.iterdir())] == stamp  # a finished stage is kept
     from transformers import AutoTokenizer
 
     # The tokenizer was fitted to the corpus's answers too: their words are whole tokens.

@@ -240,7 +240,8 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_p
                                                                  when=lambda tag: tag == "step-9"):
         run(cfg, progress=False)
     assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step-9"
-    resumed = run(cfg, progress=False).final
+    result = run(cfg, progress=False)
+    resumed = result.final
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -248,6 +249,11 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_p
     hist_a = json.loads((straight / "qsit_model.json").read_text())["run"]["mix_history"]
     hist_b = json.loads((resumed / "qsit_model.json").read_text())["run"]["mix_history"]
     assert [h["sizes_after"] for h in hist_a] == [h["sizes_after"] for h in hist_b]
+    # Run again once finished: the model is kept as it is (rewriting it would void every eval cache).
+    stamp = [(p.name, p.stat().st_mtime_ns) for p in sorted(resumed.iterdir())]
+    again = run(cfg, progress=False)
+    assert again.final == resumed and again.global_steps == result.global_steps and again.epochs == result.epochs
+    assert [(p.name, p.stat().st_mtime_ns) for p in sorted(resumed.iterdir())] == stamp
 
 
 def test_lora_train_merge_and_load(small_corpus, tmp_path):
