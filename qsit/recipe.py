@@ -154,8 +154,7 @@ class TrainRecipe:
 
         self.data = TrainData(cfg, self.processor)
         self._log("data", **self.data.summary())
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(self._param_groups(), lr=t.lr, weight_decay=t.weight_decay)
         from transformers import get_scheduler
 
         steps_per_epoch = math.ceil(sum(self.data.sizes.values()) / (t.batch_size * self.dist.world) / t.grad_accum)
@@ -166,6 +165,16 @@ class TrainRecipe:
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sizes": dict(self.data.sizes),
                       "history": [], "losses": []}
         self._resume()
+
+    def _param_groups(self) -> list[dict]:
+        """The trainable parameters, the vision tower's in a group of its own when it has its own rate."""
+        t = self.cfg.train
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if t.vision_lr is None:
+            return [{"params": [p for _, p in trainable]}]
+        tower = [p for n, p in trainable if ".vision_tower." in f".{n}"]
+        rest = [p for n, p in trainable if ".vision_tower." not in f".{n}"]
+        return [{"params": rest}, {"params": tower, "lr": t.vision_lr}]
 
     def _model_path(self) -> str:
         m = self.cfg.model

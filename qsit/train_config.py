@@ -135,6 +135,9 @@ class TrainSettings:
     group_by_length: bool = True
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
+    vision_lr: float | None = None
+    """With freeze_vision false: the tower's own learning rate (None: lr), as LLaVA-OneVision's
+    recipes train their tower at a fraction of the language model's rate."""
     log_every: int = 10
     save_every_steps: int = 0
     """Also checkpoint every N optimizer steps (0: only at the end of each epoch)."""
@@ -278,6 +281,8 @@ def check(cfg: TrainConfig) -> None:
             raise ConfigError(f"train.{name} must be at least 1")
     if t.lr <= 0:
         raise ConfigError("train.lr must be positive")
+    if t.vision_lr is not None and (t.freeze_vision or t.vision_lr <= 0):
+        raise ConfigError("train.vision_lr needs train.freeze_vision: false and a positive value")
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
     if cfg.stage not in STAGES:

@@ -256,6 +256,24 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_p
     assert [(p.name, p.stat().st_mtime_ns) for p in sorted(resumed.iterdir())] == stamp
 
 
+def test_the_tower_trains_at_its_own_rate(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="vision_lr needs train.freeze_vision: false"):
+        tiny_cfg(small_corpus, tmp_path / "x", "train.freeze_vision=true", "train.vision_lr=1e-4")
+    cfg = tiny_cfg(small_corpus, tmp_path / "run", "train.epochs=1", "train.lr=2e-3", "train.vision_lr=1e-4")
+    recipe = TrainRecipe(cfg, progress=False)
+    recipe.setup()
+    rest, tower = recipe.optimizer.param_groups
+    assert (rest["initial_lr"], tower["initial_lr"]) == (2e-3, 1e-4)
+    tower_params = {id(p) for p in recipe.model.model.vision_tower.parameters()}
+    assert {id(p) for p in tower["params"]} == tower_params
+    assert not tower_params & {id(p) for p in rest["params"]} and rest["params"]
+    before = [p.detach().clone() for p in recipe.model.model.vision_tower.parameters()]
+    recipe.train()
+    recipe.cleanup()
+    assert any(not torch.equal(a, b) for a, b in zip(before, recipe.model.model.vision_tower.parameters(),
+                                                       strict=True))
+
+
 def test_lora_train_merge_and_load(small_corpus, tmp_path):
     cfg = tiny_cfg(small_corpus, tmp_path / "lora", "train.epochs=1", "lora={r: 4, alpha: 8, dropout: 0.0}",
                    "train.lr=1e-2")
