@@ -48,7 +48,8 @@ def cmd_llvisionqa(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     results = run_llvisionqa(load_assessor(args), questions, root, args.out, mode=args.mode,
-                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                             likelihood_of=args.likelihood_of)
     print((Path(args.out) / "llvisionqa.md").read_text())
     if args.export_lmms_eval:
         samples = [json.loads(line) for line in (Path(args.out) / "llvisionqa_samples.jsonl").read_text().splitlines()]
@@ -136,6 +137,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--images", help="image root (default: the JSON's folder)")
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=["generate", "likelihood", "both"], default="generate")
+    p.add_argument("--likelihood-of", choices=["letter", "answer"], default="letter",
+                   help="likelihood mode: the option letter as the next token (Q-Bench), or each option's "
+                        "words as the whole answer (models trained to answer in words)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--export-lmms-eval", metavar="JSONL", help="also write samples in lmms-eval's layout")

@@ -138,18 +138,22 @@ def score(questions: list[LLVisionQAItem], outputs: list[str]) -> dict:
 
 def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | Path, out_dir: str | Path,
                    mode: str = "generate", max_new_tokens: int = 32, batch_size: int = 8,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, likelihood_of: str = "letter") -> dict:
     """Answer every question (resuming from the cache) and write results, samples and tables.
 
     ``mode="generate"`` is the paper's protocol (greedy text, then parsing);
     ``mode="likelihood"`` picks the option letter with the highest next-token
-    probability in one forward pass per batch; ``mode="both"`` runs both and
-    reports how often they agree.
+    probability in one forward pass per batch (Q-Bench's protocol), or, with
+    ``likelihood_of="answer"``, the option whose words are the likeliest whole
+    answer (for models trained to answer with the option's words, which never
+    write the letter); ``mode="both"`` runs both and reports how often they agree.
     """
     from tqdm.auto import tqdm
 
     if mode not in ("generate", "likelihood", "both"):
         raise ValueError(f"unknown mode {mode!r}; use generate, likelihood or both")
+    if likelihood_of not in ("letter", "answer"):
+        raise ValueError(f"unknown likelihood_of {likelihood_of!r}; use letter or answer")
     root = Path(image_root)
     cache = SampleCache(Path(out_dir) / "llvisionqa_cache.jsonl")
     base = f"{assessor.cache_id}|{assessor.preset.version}"
@@ -164,7 +168,14 @@ def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | 
                                         max_new_tokens=max_new_tokens)
                 cache.put(key, {"output": text})
             outputs[q.id] = cache.get(key)["output"]
-    if mode in ("likelihood", "both"):
+    lik = "lik" if likelihood_of == "letter" else "likans"
+    if mode in ("likelihood", "both") and likelihood_of == "answer":
+        for q in tqdm(present, desc="LLVisionQA (likelihood of each answer)", unit="q", disable=not progress):
+            if f"{base}|{lik}|{q.id}" not in cache:
+                ll = assessor.answer_log_likelihoods(resolve_image(root, q.img_path), q.q.prompt, list(q.q.options))
+                cache.put(f"{base}|{lik}|{q.id}", {"letter": OPTION_LETTERS[int(ll.argmax())],
+                                                    "log_likelihoods": [float(x) for x in ll]})
+    elif mode in ("likelihood", "both"):
         by_n = defaultdict(list)
         for q in present:
             if f"{base}|lik|{q.id}" not in cache:
@@ -178,10 +189,12 @@ def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | 
                 for q, p in zip(chunk, probs, strict=True):
                     cache.put(f"{base}|lik|{q.id}", {"letter": OPTION_LETTERS[int(p.argmax())],
                                                      "probabilities": [float(x) for x in p]})
+    if mode in ("likelihood", "both"):
         for q in present:
-            picks[q.id] = cache.get(f"{base}|lik|{q.id}")["letter"]
+            picks[q.id] = cache.get(f"{base}|{lik}|{q.id}")["letter"]
 
     samples, results = [], {"model": assessor.model_id, "prompt_version": assessor.preset.version, "mode": mode,
+                            "likelihood_of": likelihood_of if picks else None,
                             "questions": len(questions), "missing_images": len(questions) - len(present)}
     if outputs:
         results["generate"] = score(present, [outputs[q.id] for q in present])
@@ -211,7 +224,8 @@ def llvisionqa_markdown(results: dict) -> str:
     for mode in ("generate", "likelihood"):
         r = results.get(mode)
         if r and r.get("graded"):
-            rows.append(f"| {mode} | " + " | ".join(pct(r["by_type"][t]) for t in QUESTION_TYPES) + " | "
+            label = f"likelihood of the {results.get('likelihood_of') or 'letter'}" if mode == "likelihood" else mode
+            rows.append(f"| {label} | " + " | ".join(pct(r["by_type"][t]) for t in QUESTION_TYPES) + " | "
                         + " | ".join(pct(r["by_concern"][c]) for c in CONCERNS)
                         + f" | {pct(r['overall'])} | {r['unparsed']} |")
     if not rows:

@@ -385,6 +385,44 @@ class Assessor:
         logits = np.concatenate(out) if out else np.zeros((0, len(choices)))
         return L.level_probabilities(logits) if len(logits) else logits
 
+    def answer_log_likelihoods(self, image, question: str, answers: Sequence[str]) -> np.ndarray:
+        """log P(answer, then the end of the turn | image, question) for each whole answer.
+
+        How a model that answers in words picks among options without generating: the answer is
+        appended to the prompt exactly as training appends it (its own tokens, then the template's
+        end of turn), and one forward pass over the answers as a batch sums their tokens' log-probs.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from qsit.conversation import end_of_turn, render_prompt
+
+        if not answers:
+            return np.zeros(0)
+        # The prompt generation sees (and training saw): the same rendering as ``chat``.
+        text = render_prompt(self.processor, _chat_messages([{"role": "user", "content": question}]))
+        prompt = self._encode([text], [self.load(image)])
+        eot = end_of_turn(self.processor)
+        pieces = [self.tokenizer(a + eot, add_special_tokens=False)["input_ids"] for a in answers]
+        if any(not p for p in pieces):
+            raise ValueError("an answer must have at least one token")
+        base, longest = prompt["input_ids"][0], max(len(p) for p in pieces)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(pieces), len(base) + longest), pad, dtype=base.dtype, device=base.device)
+        mask = torch.zeros_like(ids, dtype=prompt["attention_mask"].dtype)
+        for i, p in enumerate(pieces):  # right padding: every row's prompt sits at the same positions
+            ids[i, :len(base)] = base
+            ids[i, len(base):len(base) + len(p)] = torch.tensor(p, dtype=base.dtype)
+            mask[i, :len(base) + len(p)] = 1
+        rest = {k: v.repeat_interleave(len(pieces), dim=0) for k, v in prompt.items()
+                if k not in ("input_ids", "attention_mask") and torch.is_tensor(v)}
+        with torch.inference_mode():
+            # Only the logits that predict answer tokens: the last prompt position onwards.
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=longest + 1,
+                                **rest).logits[:, :-1].float()
+        logp = F.log_softmax(logits, dim=-1)
+        return np.array([float(logp[i, torch.arange(len(p)), torch.tensor(p)].sum()) for i, p in enumerate(pieces)])
+
     # ------------------------------------------------------------------ interpreting
     def explain(self, image, question: str | None = None, max_new_tokens: int = 256,
                 do_sample: bool = False, **generate_kwargs) -> str:

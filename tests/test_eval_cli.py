@@ -38,7 +38,11 @@ def test_eval_iqa_and_llvisionqa_cli(capsys, tiny_checkpoint, tiny_bench):  # no
                          "--out", tiny_bench / "o", "--mode", "likelihood", "--export-lmms-eval",
                          tiny_bench / "lmms.jsonl")
     assert code == 0, err
-    assert "| likelihood |" in out and len((tiny_bench / "lmms.jsonl").read_text().splitlines()) == 6
+    assert "| likelihood of the letter |" in out and len((tiny_bench / "lmms.jsonl").read_text().splitlines()) == 6
+    code, out, err = run(capsys, "eval", "llvisionqa", tiny_bench / "llvisionqa.json", "--model", tiny_checkpoint,
+                         "--out", tiny_bench / "o", "--mode", "likelihood", "--likelihood-of", "answer")
+    assert code == 0, err
+    assert "| likelihood of the answer |" in out
     code, out, _ = run(capsys, "eval", "llvisionqa", tiny_bench / "llvisionqa.json", "--compare-lmms-eval",
                        tiny_bench / "lmms.jsonl", "--out", tiny_bench / "o")
     assert code == 0 and json.loads(out)["n"] == 6

@@ -270,6 +270,39 @@ def test_llvisionqa_both_protocols_and_lmms_eval_roundtrip(assessor, tiny_bench)
     assert cmp["n"] == 6 and cmp["qsit_rules_accuracy"] == pytest.approx(r["generate"]["overall"]["accuracy"])
 
 
+def test_llvisionqa_likelihood_of_each_whole_answer(assessor, tiny_bench):
+    import torch
+
+    from qsit.records import Record
+    from qsit.tokenization import Collator, encode
+
+    qs, _ = load_questions(tiny_bench / "llvisionqa.json")
+    q, image = qs[3], tiny_bench / qs[3].img_path
+    options = list(q.q.options)
+    ll = assessor.answer_log_likelihoods(image, q.q.prompt, options)
+    alone = [assessor.answer_log_likelihoods(image, q.q.prompt, [o])[0] for o in options]
+    assert ll == pytest.approx(alone, abs=1e-4)  # padding the batch changes nothing
+    # Each value is minus the training loss of the record that answers with that option.
+    for option, value in zip(options, ll, strict=True):
+        record = Record(id="r", kind="interpreting", images=("x.png",), source="t", messages=(
+            {"role": "user", "content": f"<image>\n{q.q.prompt}"}, {"role": "assistant", "content": option}))
+        example = encode(assessor.processor, record, [image])
+        batch = Collator(assessor.tokenizer.pad_token_id)([example])
+        with torch.no_grad():
+            loss = assessor.model(**{k: v.to(assessor.device) for k, v in batch.items()}).loss
+        targets = sum(label != -100 for label in example.labels)
+        assert value == pytest.approx(-float(loss) * targets, rel=1e-4, abs=1e-3)
+
+    out = tiny_bench / "out-answer"
+    r = run_llvisionqa(assessor, qs, tiny_bench, out, mode="likelihood", likelihood_of="answer", progress=False)
+    assert r["likelihood_of"] == "answer" and r["likelihood"]["graded"] == 6 and r["likelihood"]["unparsed"] == 0
+    samples = [json.loads(x) for x in (out / "llvisionqa_samples.jsonl").read_text().splitlines()]
+    assert samples[3]["likelihood_pick"] == "ABC"[int(np.argmax(ll))]
+    assert "| likelihood of the answer |" in (out / "llvisionqa.md").read_text()
+    with pytest.raises(ValueError, match="likelihood_of"):
+        run_llvisionqa(assessor, qs, tiny_bench, out, mode="likelihood", likelihood_of="word", progress=False)
+
+
 def test_lldescribe_with_a_loopback_judge(assessor, tiny_bench):
     def reply(body):
         prompt = body["messages"][-1]["content"]
