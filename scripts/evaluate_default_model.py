@@ -98,6 +98,10 @@ def markdown(t: dict) -> str:
         f"{sum(d['monotonic'] for d in m['distortions'].values())}/{len(m['distortions'])} "
         f"({', '.join(k for k, d in m['distortions'].items() if d['monotonic']) or 'none'}) | 4/4 |",
     ]
+    picked = t["llvisionqa"].get("likelihood_of_answer")
+    if picked:
+        lines.append(f"\nNot a target: LLVisionQA by the likelihood of each whole answer (the option the model "
+                     f"would pick if it kept to the list) {100 * picked['accuracy']:.1f} %.")
     return "\n".join(lines) + "\n"
 
 
@@ -141,7 +145,10 @@ def main(argv=None) -> int:
     if samples:
         plot_histogram(samples, out / "score_histogram.png")
     questions, _ = load_questions(qa_list, corpus)
-    qa = run_llvisionqa(assessor, questions, corpus, out, mode="generate")["generate"]
+    # Generation is the target's protocol; the likelihood of each whole answer shows what the model
+    # would pick if it kept to the options (it answers in words, so the letter's likelihood is chance).
+    qa_both = run_llvisionqa(assessor, questions, corpus, out, mode="both", likelihood_of="answer")
+    qa, picked = qa_both["generate"], qa_both["likelihood"]
     qa_samples = [json.loads(line) for line in (out / "llvisionqa_samples.jsonl").open()]
     explain = explanation_checks(assessor, corpus, out, args.explain_sample)
     mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())
@@ -153,7 +160,9 @@ def main(argv=None) -> int:
                        "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()},
                        "yes_no_by_option_order": yes_no_by_option_order(qa_samples),
                        "by_letter_and_words": letter_and_words(qa_samples),
-                       "yes_no_confusion": yes_no_confusion(qa_samples)},
+                       "yes_no_confusion": yes_no_confusion(qa_samples),
+                       "likelihood_of_answer": {"accuracy": picked["overall"]["accuracy"],
+                                                "by_type": {k: v["accuracy"] for k, v in picked["by_type"].items()}}},
         "explain": explain, "monotonicity": mono,
     }
     (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")
