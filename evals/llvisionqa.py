@@ -168,30 +168,28 @@ def run_llvisionqa(assessor, questions: list[LLVisionQAItem], image_root: str | 
                                         max_new_tokens=max_new_tokens)
                 cache.put(key, {"output": text})
             outputs[q.id] = cache.get(key)["output"]
-    lik = "lik" if likelihood_of == "letter" else "likans"
-    if mode in ("likelihood", "both") and likelihood_of == "answer":
-        for q in tqdm(present, desc="LLVisionQA (likelihood of each answer)", unit="q", disable=not progress):
-            if f"{base}|{lik}|{q.id}" not in cache:
-                ll = assessor.answer_log_likelihoods(resolve_image(root, q.img_path), q.q.prompt, list(q.q.options))
-                cache.put(f"{base}|{lik}|{q.id}", {"letter": OPTION_LETTERS[int(ll.argmax())],
-                                                    "log_likelihoods": [float(x) for x in ll]})
-    elif mode in ("likelihood", "both"):
-        by_n = defaultdict(list)
-        for q in present:
-            if f"{base}|lik|{q.id}" not in cache:
-                by_n[len(q.q.options)].append(q)
-        for n, qs in by_n.items():
-            for start in tqdm(range(0, len(qs), batch_size), desc=f"LLVisionQA (likelihood, {n} options)",
-                              disable=not progress):
-                chunk = qs[start:start + batch_size]
-                probs = assessor.choice_probabilities([resolve_image(root, q.img_path) for q in chunk],
-                                                      [q.q.prompt for q in chunk], list(OPTION_LETTERS[:n]))
-                for q, p in zip(chunk, probs, strict=True):
-                    cache.put(f"{base}|lik|{q.id}", {"letter": OPTION_LETTERS[int(p.argmax())],
-                                                     "probabilities": [float(x) for x in p]})
     if mode in ("likelihood", "both"):
-        for q in present:
-            picks[q.id] = cache.get(f"{base}|{lik}|{q.id}")["letter"]
+        lik = f"{base}|{'lik' if likelihood_of == 'letter' else 'likans'}|"  # the two protocols cache apart
+        todo = [q for q in present if lik + q.id not in cache]
+        if likelihood_of == "answer":
+            for q in tqdm(todo, desc="LLVisionQA (likelihood of each answer)", unit="q", disable=not progress):
+                ll = assessor.answer_log_likelihoods(resolve_image(root, q.img_path), q.q.prompt, list(q.q.options))
+                cache.put(lik + q.id, {"letter": OPTION_LETTERS[int(ll.argmax())],
+                                          "log_likelihoods": [float(x) for x in ll]})
+        else:
+            by_n = defaultdict(list)
+            for q in todo:
+                by_n[len(q.q.options)].append(q)
+            for n, qs in by_n.items():
+                for start in tqdm(range(0, len(qs), batch_size), desc=f"LLVisionQA (likelihood, {n} options)",
+                                  disable=not progress):
+                    chunk = qs[start:start + batch_size]
+                    probs = assessor.choice_probabilities([resolve_image(root, q.img_path) for q in chunk],
+                                                          [q.q.prompt for q in chunk], list(OPTION_LETTERS[:n]))
+                    for q, p in zip(chunk, probs, strict=True):
+                        cache.put(lik + q.id, {"letter": OPTION_LETTERS[int(p.argmax())],
+                                                  "probabilities": [float(x) for x in p]})
+        picks = {q.id: cache.get(lik + q.id)["letter"] for q in present}
 
     samples, results = [], {"model": assessor.model_id, "prompt_version": assessor.preset.version, "mode": mode,
                             "likelihood_of": likelihood_of if picks else None,

@@ -206,10 +206,8 @@ class TrainRecipe:
         from qsit.tokenization import Collator, encode
 
         cfg, t = self.cfg, self.cfg.train
-        if self.state["epoch"] >= t.epochs and run_finished(self.out):
-            # Rewriting the weights of a finished run would only make every evaluation cache miss.
-            return TrainResult(self.out / "final", "chat", list(self.state["history"]), cfg.mix.reference_ratio,
-                               self.state["global_step"])
+        # A finished run keeps its model: rewriting the same weights would only make every evaluation cache miss.
+        finished = self._finished()
         collate = Collator(self.processor.tokenizer.pad_token_id)
         model = self.dist.forward_module(self.model)
         for epoch in range(self.state["epoch"], t.epochs):
@@ -258,8 +256,13 @@ class TrainRecipe:
             self.state.update(epoch=epoch + 1, step_in_epoch=0, sizes=decision.sizes)
             self.save_checkpoint(f"epoch-{epoch + 1}")
             self.plot()
-        return TrainResult(self.finalize(), "chat", list(self.state["history"]), cfg.mix.reference_ratio,
+        final = self.out / "final" if finished else self.finalize()
+        return TrainResult(final, "chat", list(self.state["history"]), cfg.mix.reference_ratio,
                            self.state["global_step"])
+
+    def _finished(self) -> bool:
+        """Whether every epoch ran and the final checkpoint was written to the end."""
+        return self.state["epoch"] >= self.cfg.train.epochs and run_finished(self.out)
 
     def validation_losses(self) -> dict[str, float]:
         """Token-weighted mean loss per kind on the validation records (L_S, L_I, L_G)."""
@@ -326,7 +329,7 @@ class TrainRecipe:
         state.pop("tag", None)
         self.state = state
         self._log("resume", checkpoint=str(ckpt), epoch=state["epoch"], step_in_epoch=state["step_in_epoch"])
-        if self.rank == 0 and state["epoch"] >= self.cfg.train.epochs and run_finished(self.out):
+        if self.rank == 0 and self._finished():
             print(f"qsit: {self.out} has finished all {self.cfg.train.epochs} epochs; its model is kept as it is",
                   file=sys.stderr)
         elif self.rank == 0:
