@@ -121,7 +121,8 @@ def cmd_synthetic(args) -> int:
                           photos_test_every=args.photos_test_every,
                           package_photos=not args.no_package_photos,
                           content_in_descriptions=not args.no_content_in_descriptions,
-                          mcq_answers=args.mcq_answers, severity_words=args.severity_words, seed=args.seed)
+                          mcq_answers=args.mcq_answers, severity_words=args.severity_words,
+                          family_choices=args.family_choices, seed=args.seed)
     try:
         m = build_synthetic(args.out, cfg)
     except FileNotFoundError as e:
@@ -225,6 +226,10 @@ def add_build_parser(sub) -> None:
                    help='what "slight" .. "severe" in the descriptions and answers follow: the distortion\'s '
                         "parameter (default) or the image's quality level (excellent: slight .. bad: severe), "
                         "so that a description's severity and its concluding level agree")
+    p.add_argument("--family-choices", action="store_true",
+                   help='ask each distorted training image its "most obvious distortion" question once more, '
+                        'with options worded by family ("blur") or by name ("zoom blur") at random, so that '
+                        "the answer must be read from the list (the test sets do not change)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synthetic)
 

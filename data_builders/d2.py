@@ -349,6 +349,23 @@ def mcq_answer(letter: str, option: str, style: str) -> str:
     return f"{letter}. {option}" if style == "letter" else option
 
 
+def _record(key: str, image: str, source: str, split: str, suffix: str, turns: list[tuple[str, str]],
+            meta: dict) -> Record:
+    messages = []
+    for i, (user, assistant) in enumerate(turns):
+        messages.append({"role": "user", "content": f"{IMAGE_MARKER}\n{user}" if i == 0 else user})
+        messages.append({"role": "assistant", "content": assistant})
+    return Record(id=f"{key}/{suffix}", kind=INTERPRETING, images=[image], messages=messages,
+                  source=source, split=split, meta=meta)
+
+
+def _choice_turn(q: Question, balancer: LetterBalancer, mcq_answers: str) -> tuple[tuple[str, str], str]:
+    """The multiple-choice (question, answer) turn, options placed by ``balancer``, and the right letter."""
+    options, correct = balancer.arrange(q)
+    letter = OPTION_LETTERS[correct]
+    return (multiple_choice_question(q.question, options), mcq_answer(letter, q.answer, mcq_answers)), letter
+
+
 def qa_records(key: str, image: str, qa: QualityQA, source: str, split: str, balancer: LetterBalancer,
                describe_question: str | None = None, meta: dict | None = None,
                mcq_answers: str = "letter") -> list[Record]:
@@ -356,24 +373,29 @@ def qa_records(key: str, image: str, qa: QualityQA, source: str, split: str, bal
     ask = describe_question or get_preset("qsit").describe_question
     meta = dict(meta or {})
 
-    def rec(suffix: str, turns: list[tuple[str, str]], extra: dict | None = None) -> Record:
-        messages = []
-        for i, (user, assistant) in enumerate(turns):
-            messages.append({"role": "user", "content": f"{IMAGE_MARKER}\n{user}" if i == 0 else user})
-            messages.append({"role": "assistant", "content": assistant})
-        return Record(id=f"{key}/{suffix}", kind=INTERPRETING, images=[image], messages=messages,
-                      source=source, split=split, meta={**meta, **(extra or {})})
+    def rec(suffix: str, turns: list[tuple[str, str]], extra: dict) -> Record:
+        return _record(key, image, source, split, suffix, turns, {**meta, **extra})
 
     out = [rec("describe", [(ask, qa.description)], {"task": "describe"})]
     for i, q in enumerate(qa.questions):
         out.append(rec(f"q{i}", [(q.question, q.answer)], {"task": "vqa", "type": q.type}))
-        options, correct = balancer.arrange(q)
-        letter = OPTION_LETTERS[correct]
-        answer = mcq_answer(letter, q.answer, mcq_answers)
-        out.append(rec(f"q{i}/mcq", [(multiple_choice_question(q.question, options), answer)],
-                       {"task": "mcq", "type": q.type, "correct": letter}))
+        turn, letter = _choice_turn(q, balancer, mcq_answers)
+        out.append(rec(f"q{i}/mcq", [turn], {"task": "mcq", "type": q.type, "correct": letter}))
     if qa.conversation:
         out.append(rec("chat", [(ask, qa.description), *qa.conversation], {"task": "conversation"}))
+    return out
+
+
+def choice_only_records(key: str, image: str, questions: Sequence[Question], source: str, split: str,
+                        balancer: LetterBalancer, meta: dict | None = None,
+                        mcq_answers: str = "letter") -> list[Record]:
+    """Questions asked with their options only: their right answer depends on the list (e.g. "blur"
+    among family words, "zoom blur" among names), so they have no short-answer twin."""
+    out = []
+    for i, q in enumerate(questions):
+        turn, letter = _choice_turn(q, balancer, mcq_answers)
+        out.append(_record(key, image, source, split, f"c{i}/mcq", [turn],
+                           {**(meta or {}), "task": "mcq", "type": q.type, "correct": letter, "choice_only": True}))
     return out
 
 

@@ -267,6 +267,18 @@ DISTORTIONS: dict[str, Distortion] = {d.key: d for d in (
 )}
 
 
+FAMILY_NAMES = {
+    "noise": "noise",
+    "blur": "blur",
+    "weather": "weather effects",
+    "exposure": "exposure or contrast problems",
+    "geometry": "geometric distortion",
+    "compression": "compression artifacts",
+}
+"""How a question's option names each ``Distortion.family`` as a whole."""
+assert set(FAMILY_NAMES) == {d.family for d in DISTORTIONS.values()}
+
+
 def region_mask(h: int, w: int, region: str, soft: float = 0.08) -> np.ndarray:
     """1 inside the region, 0 outside, with a linear ramp of ``soft`` × size across the edge."""
     if region not in REGIONS:

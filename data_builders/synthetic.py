@@ -46,11 +46,13 @@ from data_builders.d2 import (
     KnownQuality,
     LetterBalancer,
     QualityQA,
+    Question,
     balance_yes_no,
+    choice_only_records,
     qa_records,
     rule_based_qa,
 )
-from data_builders.distortions import DISTORTIONS, REGIONS, apply
+from data_builders.distortions import DISTORTIONS, FAMILY_NAMES, REGIONS, apply
 from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, folder_sources, scene_source
 from qsit.levels import level_value
 from qsit.prompts import QUESTION_TYPES
@@ -89,6 +91,11 @@ class SyntheticConfig:
     """What "slight" … "severe" in D2 follow: the distortion's parameter (``distortion``: severity 1 is
     "slight" however much it hurts this image) or the image's quality level (``level``: excellent is
     "slight", bad "severe"), so that a description's severity word and its concluding level agree."""
+    family_choices: bool = False
+    """Ask each distorted training and validation image "What is the most obvious distortion?" once
+    more, with one option per family, each worded by family ("blur") or by name ("zoom blur") at
+    random: the right answer's words then come from the list, so a model learns to read it rather
+    than to name what it sees whatever is offered. The test sets do not change."""
     seed: int = 0
 
     def __post_init__(self):
@@ -221,6 +228,19 @@ def _known(item: CorpusImage, level: str, with_content: bool, severity_words: st
     return KnownQuality(content, level, (Defect(d.name, severity, item.region, d.cause, d.fix),))
 
 
+def family_choice_question(key: str, rng: random.Random) -> Question:
+    """The most obvious distortion among one option per family, each worded by family or by name."""
+    d = DISTORTIONS[key]
+
+    def worded(family: str, name: str) -> str:
+        return FAMILY_NAMES[family] if rng.random() < 0.5 else name
+
+    answer = worded(d.family, d.name)
+    others = rng.sample(sorted(FAMILY_NAMES.keys() - {d.family}), 3)
+    distractors = [worded(f, rng.choice([x.name for x in DISTORTIONS.values() if x.family == f])) for f in others]
+    return Question("what", "What is the most obvious distortion in the image?", answer, (answer, *distractors))
+
+
 def _concern(question: str, item: CorpusImage) -> int:
     if "overall quality" in question:
         return 1
@@ -256,6 +276,13 @@ def build_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, pro
     d2_records = [r for path, qa in qas.items()
                   for r in qa_records(f"{PREFIX}/{path}", f"{PREFIX}/{path}", qa, PREFIX, by_path[path].split,
                                       balancer, meta={"level": level_of[path]}, mcq_answers=cfg.mcq_answers)]
+    if cfg.family_choices:  # their own random stream and letter balance: the records above stay as they were
+        rng, balancer = random.Random(f"{cfg.seed}/family-choices"), LetterBalancer(cfg.seed + 1)
+        d2_records += [r for it in items if it.distortion and it.split != "test"
+                       for r in choice_only_records(f"{PREFIX}/{it.path}", f"{PREFIX}/{it.path}",
+                                                    [family_choice_question(it.distortion, rng)], PREFIX,
+                                                    it.split, balancer, meta={"level": level_of[it.path]},
+                                                    mcq_answers=cfg.mcq_answers)]
     write_output(out / "d2", d2_records, {"builder": "d2-rule-based", "seed": cfg.seed, "image_root": str(out),
                                           "image_prefix": PREFIX, "yes_no_dropped_for_balance": dropped,
                                           "problems": []})

@@ -193,3 +193,41 @@ def test_severity_words_from_the_level_agree_with_the_conclusion(tmp_path):
     assert any(SEVERITY_WORDS.index(word) != 4 - LEVELS.index(level) for word, level in by_param.values())
     with pytest.raises(BuildError, match="severity_words must be one of distortion, level"):
         SyntheticConfig(severity_words="pixels")
+
+
+def test_family_choices_need_the_list_to_answer_and_leave_the_rest_as_it_was(tmp_path):
+    from data_builders.distortions import FAMILY_NAMES
+
+    cfg = SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=1, test_scenes=1, seed=3,
+                          mcq_answers="words")
+    build_synthetic(tmp_path / "plain", cfg, progress=False)
+    m = build_synthetic(tmp_path / "family", replace(cfg, family_choices=True), progress=False)
+    assert m["config"]["family_choices"] is True
+
+    def files(corpus, folder):
+        return {p.name: p.read_text() for p in (tmp_path / corpus / folder).glob("*.json*")
+                if p.name != "manifest.json"}  # which names its own folder
+
+    for folder in ("tests", "dev", "d1", "d3"):
+        assert files("plain", folder) == files("family", folder), folder
+    plain = {r.id: r for r in iter_jsonl(tmp_path / "plain" / "d2" / "records.jsonl")}
+    family = {r.id: r for r in iter_jsonl(tmp_path / "family" / "d2" / "records.jsonl")}
+    added = {k: r for k, r in family.items() if k not in plain}
+    assert all(family[k] == r for k, r in plain.items())  # every other record unchanged
+    distorted = [r for r in iter_jsonl(tmp_path / "plain" / "d1" / "records.jsonl")
+                 if r.split != "test" and r.meta.get("mos", 100) < 100]
+    assert len(added) == len(distorted) > 10
+    by_family_word = {w: f for f, w in FAMILY_NAMES.items()}
+    by_name = {d.name: d.family for d in DISTORTIONS.values()}
+    worded = {"family": 0, "name": 0}
+    for r in added.values():
+        assert r.split != "test" and r.meta["choice_only"] and r.meta["task"] == "mcq"
+        question, answer = r.messages[0]["content"], r.messages[1]["content"]
+        options = [line[3:] for line in question.splitlines()[2:]]
+        assert len(options) == 4 and answer in options
+        families = [by_family_word.get(o) or by_name[o] for o in options]
+        assert len(set(families)) == 4  # one option per family: the list alone says which words to use
+        key = max((k for k in DISTORTIONS if r.images[0].rsplit("/", 1)[1].startswith(f"{k}_")), key=len)
+        assert families[options.index(answer)] == DISTORTIONS[key].family
+        worded["family" if answer in by_family_word else "name"] += 1
+    assert min(worded.values()) > 0
