@@ -110,12 +110,13 @@ def score(questions: list[LLVisionQAItem], outputs: list[str]) -> dict:
     if not graded:
         return {"graded": 0, "note": "no correct_ans in this split: predictions only"}
     tally = defaultdict(lambda: [0, 0])
-    unparsed = official = 0
+    unparsed_by_type = dict.fromkeys(QUESTION_TYPES, 0)
+    official = 0
     for q, out in zip(questions, outputs, strict=True):
         if q.q.answer is None:
             continue
         letter = parse_answer(out, q.q.options)
-        unparsed += letter is None
+        unparsed_by_type[q.q.type] += letter is None
         official += official_rule_correct(out, q)
         ok = letter == q.q.correct_letter
         for key in ("overall", f"type:{q.q.type}", f"concern:{CONCERNS[q.concern]}"):
@@ -130,7 +131,8 @@ def score(questions: list[LLVisionQAItem], outputs: list[str]) -> dict:
         "overall": acc("overall"),
         "by_type": {t: acc(f"type:{t}") for t in QUESTION_TYPES},
         "by_concern": {c: acc(f"concern:{c}") for c in CONCERNS},
-        "unparsed": unparsed,
+        "unparsed": sum(unparsed_by_type.values()),
+        "unparsed_by_type": unparsed_by_type,  # answers that name no option offered (e.g. a distortion not listed)
         "official_rule_accuracy": official / len(graded),
         "graded": len(graded),
     }

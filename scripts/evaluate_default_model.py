@@ -158,6 +158,7 @@ def main(argv=None) -> int:
         "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
         "llvisionqa": {"accuracy": qa["overall"]["accuracy"], "unparsed": qa["unparsed"], "n": qa["overall"]["n"],
                        "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()},
+                       "unparsed_by_type": qa["unparsed_by_type"],
                        "yes_no_by_option_order": yes_no_by_option_order(qa_samples),
                        "by_letter_and_words": letter_and_words(qa_samples),
                        "yes_no_confusion": yes_no_confusion(qa_samples),

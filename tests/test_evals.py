@@ -91,6 +91,7 @@ def test_score_bookkeeping_by_type_and_concern():
     assert r["by_type"]["what"]["accuracy"] == 1.0 and r["by_type"]["how"]["accuracy"] == 0.5
     assert r["by_concern"]["distortion"]["n"] == 2 and r["by_concern"]["in-context other"]["correct"] == 0
     assert r["unparsed"] == 1 and r["graded"] == 5
+    assert r["unparsed_by_type"] == {"yes-no": 0, "what": 0, "how": 1}
 
 
 def test_yes_no_by_option_order_separates_letters_from_words():
