@@ -14,17 +14,15 @@ PHOTOS=data/photos/wallpapers
 $QSIT build wallpapers --out "$PHOTOS"
 if [ -f "$CORPUS/manifest.json" ] && ! { grep -q "\"photos\": \"$PHOTOS\"" "$CORPUS/manifest.json" &&
     grep -q '"mcq_answers": "words"' "$CORPUS/manifest.json" &&
-    grep -q '"severity_words": "level"' "$CORPUS/manifest.json" &&
-    grep -q '"family_choices": true' "$CORPUS/manifest.json"; }; then
-  echo "$CORPUS was built by an older recipe (without $PHOTOS, --mcq-answers words, --severity-words level" \
-    "or --family-choices):" \
+    grep -q '"severity_words": "level"' "$CORPUS/manifest.json"; }; then
+  echo "$CORPUS was built by an older recipe (without $PHOTOS, --mcq-answers words or --severity-words level):" \
     "remove it and run again" >&2
   exit 1
 fi
 if [ ! -f "$CORPUS/manifest.json" ]; then
   $QSIT build synthetic --out "$CORPUS" --crops-per-photo 5 --ladders-per-crop 6 --train-scenes 20 \
     --no-content-in-descriptions --photos "$PHOTOS" --photos-test-every 0 --mcq-answers words \
-    --severity-words level --family-choices
+    --severity-words level
 fi
 $QSIT train $CONFIGS/qsit-tiny-1-perception.yaml
 $QSIT train $CONFIGS/qsit-tiny-2-scoring.yaml
