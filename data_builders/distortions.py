@@ -277,6 +277,8 @@ FAMILY_NAMES = {
 }
 """How a question's option names each ``Distortion.family`` as a whole."""
 assert set(FAMILY_NAMES) == {d.family for d in DISTORTIONS.values()}
+FAMILY_MEMBERS = {f: [d.name for d in DISTORTIONS.values() if d.family == f] for f in FAMILY_NAMES}
+"""The names of each family's distortions, in ``DISTORTIONS`` order."""
 
 
 def region_mask(h: int, w: int, region: str, soft: float = 0.08) -> np.ndarray:

@@ -52,7 +52,7 @@ from data_builders.d2 import (
     qa_records,
     rule_based_qa,
 )
-from data_builders.distortions import DISTORTIONS, FAMILY_NAMES, REGIONS, apply
+from data_builders.distortions import DISTORTIONS, FAMILY_MEMBERS, FAMILY_NAMES, REGIONS, apply
 from data_builders.sources import PHOTOS, TEST_PHOTOS, Source, folder_sources, scene_source
 from qsit.levels import level_value
 from qsit.prompts import QUESTION_TYPES
@@ -237,7 +237,7 @@ def family_choice_question(key: str, rng: random.Random) -> Question:
 
     answer = worded(d.family, d.name)
     others = rng.sample(sorted(FAMILY_NAMES.keys() - {d.family}), 3)
-    distractors = [worded(f, rng.choice([x.name for x in DISTORTIONS.values() if x.family == f])) for f in others]
+    distractors = [worded(f, rng.choice(FAMILY_MEMBERS[f])) for f in others]
     return Question("what", "What is the most obvious distortion in the image?", answer, (answer, *distractors))
 
 

@@ -19,12 +19,9 @@ import random
 
 import torch
 
-from data_builders.distortions import DISTORTIONS, FAMILY_NAMES
+from data_builders.distortions import FAMILY_MEMBERS as KINDS
+from data_builders.distortions import FAMILY_NAMES
 from qsit.assessor import Assessor, resolve_model
-
-KINDS: dict[str, list[str]] = {}
-for _d in DISTORTIONS.values():
-    KINDS.setdefault(_d.family, []).append(_d.name)
 
 
 def question(rng: random.Random) -> tuple[str, str, list[str]]:
