@@ -21,16 +21,15 @@ import random
 
 import torch
 
-from data_builders.distortions import FAMILY_MEMBERS as KINDS
-from data_builders.distortions import FAMILY_NAMES
+from data_builders.distortions import FAMILY_MEMBERS, FAMILY_NAMES
 from qsit.assessor import Assessor, resolve_model
 
 
 def question(rng: random.Random) -> tuple[str, str, list[str]]:
     """(question with options, the listed member of the named family, the options)."""
-    family = rng.choice([f for f, names in KINDS.items() if len(names) > 1])
-    answer = rng.choice(KINDS[family])
-    options = [answer] + [rng.choice(KINDS[f]) for f in rng.sample([f for f in KINDS if f != family], 3)]
+    family = rng.choice([f for f, names in FAMILY_MEMBERS.items() if len(names) > 1])
+    answer = rng.choice(FAMILY_MEMBERS[family])
+    options = [answer] + [rng.choice(FAMILY_MEMBERS[f]) for f in rng.sample([f for f in FAMILY_MEMBERS if f != family], 3)]
     rng.shuffle(options)
     lines = [f"Which of these distortions is a kind of {FAMILY_NAMES[family]}?"]
     lines += [f"{letter}. {o}" for letter, o in zip("ABCD", options, strict=False)]
