@@ -24,7 +24,7 @@ class Item:
     length: int
 
 
-def _image_resolver(source_path: Path, image_root: str | None):
+def image_resolver(source_path: Path, image_root: str | None):
     """How a source's record image paths map to files: manifest image_root with its prefix stripped."""
     manifest = {}
     folder = source_path if source_path.is_dir() else source_path.parent
@@ -52,7 +52,7 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
     """Every record of the configured sources with its image files."""
     out = []
     for src in cfg.data.sources:
-        resolve = _image_resolver(Path(src.path), src.image_root)
+        resolve = image_resolver(Path(src.path), src.image_root)
         records = list(iter_jsonl(records_file(src.path)))
         kept = [r for r in records if src.tasks is None or r.meta.get("task") in src.tasks]
         if records and not kept:  # a misspelt task would otherwise train on nothing, silently

@@ -1,0 +1,193 @@
+"""How far can a checkpoint's frozen vision tower carry the score? Read-outs fitted to its features.
+
+    python scripts/probe_tower_readout.py --model CHECKPOINT --corpus data/qsit-tiny-corpus --out DIR
+
+Each image becomes the tower's features at the layer the projector reads, pooled over the base
+tile and the anyres tiles (means, spreads, extremes). Read-outs (ridge, gradient boosting) fitted
+on a corpus's training images predict the pseudo-MOS of
+
+- validation images: new crops of the training photos;
+- training images of photos the read-out was not fitted on (grouped folds): the tower saw those
+  photos in its own stage, the read-out did not;
+- the held-out test set: photos neither saw.
+
+If the first is high and the other two are not, what fails on new photos is the mapping from
+features to score across content, not the tower's view of photos it was trained on. Beside them:
+the test score of read-outs fitted on images of 7 … all training photos (the same number of images
+each time), and an oracle that knows each test image's distortion, region and severity and
+predicts the training images' mean pseudo-MOS for it — the most a scorer that recognises the damage
+perfectly but ignores content can reach. Writes ``readout.json`` and ``readout_photos.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def pooled_features(assessor, image_path) -> np.ndarray:
+    """The tower's features of one image, pooled: base tile mean/std, tile means' mean/std/max/min, patch spread."""
+    import torch
+
+    loaded = assessor.load(image_path)
+    enc = assessor.processor(images=[loaded.image], text=[assessor.processor.image_token], return_tensors="pt")
+    tiles = enc["pixel_values"][0].to(assessor.device, dtype=assessor.dtype or torch.float32)
+    layer = assessor.model.config.vision_feature_layer
+    with torch.no_grad():
+        hidden = assessor.model.model.vision_tower(tiles, output_hidden_states=True).hidden_states[layer]
+    hidden = hidden.float()
+    base, rest = hidden[0], hidden[1:]
+    tile_means = rest.mean(1)
+    parts = [base.mean(0), base.std(0), tile_means.mean(0), tile_means.std(0), rest.std(1).mean(0),
+             rest.reshape(-1, hidden.shape[-1]).std(0), tile_means.max(0).values, tile_means.min(0).values]
+    return torch.cat(parts).cpu().numpy()
+
+
+def photo_of(image_path: str) -> str:
+    """The source photo of a corpus image: images/<split>/<photo>_c<crop>/<kind>.png → <photo>."""
+    return Path(image_path).parent.name.rsplit("_c", 1)[0]
+
+
+def damage_of(image_path: str) -> str:
+    """What was done to a corpus image (file stem): 'pristine', 'jpeg_s3', 'motion_blur_left_s2' …"""
+    return Path(image_path).stem
+
+
+def d1_images(corpus: Path, split: str) -> list[tuple[str, Path, float]]:
+    """(record image path, file, pseudo-MOS) of a corpus's D1 records of one split."""
+    from qsit.records import iter_jsonl
+    from qsit.train_data import image_resolver
+
+    resolve = image_resolver(corpus / "d1", None)
+    return [(r.images[0], resolve(r.images[0]), float(r.meta["mos"]))
+            for r in iter_jsonl(corpus / "d1" / "records.jsonl") if r.split == split]
+
+
+def correlation(y, p) -> dict:
+    """SRCC, PLCC and their mean; None where a read-out predicts one value for everything (undefined)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    if np.ptp(y) == 0 or np.ptp(p) == 0:
+        return {"srcc": None, "plcc": None, "mean": None}
+    srcc, plcc = float(spearmanr(y, p)[0]), float(pearsonr(y, p)[0])
+    return {"srcc": round(srcc, 3), "plcc": round(plcc, 3), "mean": round((srcc + plcc) / 2, 3)}
+
+
+def readouts(seed: int = 0) -> dict:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return {"ridge": lambda: make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13))),
+            "boosting": lambda: HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, random_state=seed)}
+
+
+def oracle_of_damage(train: list, test: list) -> dict:
+    """Predict each test image by the mean pseudo-MOS of the training images damaged the same way."""
+    by_damage = defaultdict(list)
+    for path, _, mos in train:
+        by_damage[damage_of(path)].append(mos)
+    known = [(mos, sum(by_damage[damage_of(p)]) / len(by_damage[damage_of(p)]))
+             for p, _, mos in test if damage_of(p) in by_damage]
+    return {**correlation([k[0] for k in known], [k[1] for k in known]), "n": len(known)}
+
+
+def photo_curve(X, y, photos, X_test, y_test, counts, images: int, repeats: int = 3) -> dict:
+    """Test score of boosting read-outs fitted on `images` images of k photos, for each k."""
+    names = sorted(set(photos))
+    curve = {}
+    for k in counts:
+        scores = []
+        for rep in range(repeats):
+            chosen = set(random.Random(rep).sample(names, k))
+            idx = np.flatnonzero([p in chosen for p in photos])
+            idx = np.random.default_rng(rep).choice(idx, size=min(len(idx), images), replace=False)
+            pred = readouts(rep)["boosting"]().fit(X[idx], y[idx]).predict(X_test)
+            scores.append(correlation(y_test, pred)["mean"])
+        defined = [v for v in scores if v is not None]
+        curve[k] = round(float(np.mean(defined)), 3) if defined else None
+    return curve
+
+
+def plot_curve(curve: dict, images: int, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    curve = {k: v for k, v in curve.items() if v is not None}
+    ax.plot(list(curve), list(curve.values()), "o-")
+    ax.set_xscale("log")
+    ax.set_xticks(list(curve), [str(k) for k in curve])
+    ax.minorticks_off()
+    ax.set_xlabel("training photos and drawn scenes the read-out is fitted on")
+    ax.set_ylabel("test (SRCC+PLCC)/2")
+    ax.set_title(f"frozen tower, boosting read-out, {images} images each", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--corpus", required=True, help="the corpus whose test set is scored (and trained on)")
+    ap.add_argument("--train-corpus", help="fit the read-outs on this corpus's training images instead")
+    ap.add_argument("--n-train", type=int, default=3000, help="training images to fit on (a random sample)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    from sklearn.model_selection import GroupKFold
+    from tqdm import tqdm
+
+    from qsit.assessor import Assessor
+
+    corpus, out = Path(args.corpus), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    every_train = d1_images(Path(args.train_corpus or corpus), "train")
+    train = random.Random(0).sample(every_train, min(args.n_train, len(every_train)))
+    val, test = d1_images(corpus, "val"), d1_images(corpus, "test")
+    assessor = Assessor.from_pretrained(args.model)
+
+    def features(rows, what):
+        return np.stack([pooled_features(assessor, f) for _, f, _ in tqdm(rows, desc=f"tower features ({what})")])
+
+    X, Xv, Xt = features(train, "train"), features(val, "val"), features(test, "test")
+    y, yv, yt = (np.array([m for *_, m in rows]) for rows in (train, val, test))
+    photos = [photo_of(p) for p, _, _ in train]
+    result = {"model": args.model, "corpus": str(corpus), "train_corpus": str(args.train_corpus or corpus),
+              "train_images": len(train), "train_photos": len(set(photos)), "readouts": {}}
+    for name, make in readouts().items():
+        fitted = make().fit(X, y)
+        held_out = np.zeros(len(y))
+        for fit_idx, pred_idx in GroupKFold(n_splits=min(8, len(set(photos)))).split(X, y, photos):
+            held_out[pred_idx] = make().fit(X[fit_idx], y[fit_idx]).predict(X[pred_idx])
+        result["readouts"][name] = {"val": correlation(yv, fitted.predict(Xv)),
+                                    "photos_left_out": correlation(y, held_out),
+                                    "test": correlation(yt, fitted.predict(Xt))}
+    n_photos = len(set(photos))
+    counts = sorted({c for c in (7, 14, 28) if c < n_photos} | {n_photos})
+    per_curve = min(len(train), 380)
+    result["test_by_photos"] = {"images": per_curve, "curve": photo_curve(X, y, photos, Xt, yt, counts, per_curve)}
+    result["oracle_of_damage"] = oracle_of_damage(every_train, test)
+    (out / "readout.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_curve(result["test_by_photos"]["curve"], per_curve, out / "readout_photos.png")
+    for name, r in result["readouts"].items():
+        print(f"{name:9s} " + "  ".join(f"{split.replace('_', ' ')} {r[split]['mean']}"
+                                        for split in ("val", "photos_left_out", "test")))
+    print("test by training photos:", result["test_by_photos"]["curve"])
+    print(f"oracle of the damage: test {result['oracle_of_damage']['mean']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

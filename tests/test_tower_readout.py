@@ -1,0 +1,55 @@
+"""scripts/probe_tower_readout.py: read-outs of a frozen tower's features, end to end on a small corpus."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "probe_tower_readout.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("probe_tower_readout", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_photo_and_damage_come_from_the_corpus_layout(probe):
+    path = "synthetic/images/train/photo-mate-Garden_c3/motion_blur_left_s2.png"
+    assert probe.photo_of(path) == "photo-mate-Garden"
+    assert probe.damage_of(path) == "motion_blur_left_s2"
+    assert probe.photo_of("images/test/scene9000_c0/pristine.png") == "scene9000"
+
+
+def test_oracle_predicts_the_training_mean_of_each_damage(probe):
+    train = [(f"images/train/a_c0/{d}.png", None, m) for d, m in
+             [("jpeg_s1", 80.0), ("jpeg_s1", 90.0), ("jpeg_s5", 40.0), ("pristine", 100.0), ("snow_s3", 20.0)]]
+    # test images whose pseudo-MOS rises with their damage's training mean: rank-perfect
+    test = [("images/test/b_c0/jpeg_s1.png", None, 70.0), ("images/test/b_c0/jpeg_s5.png", None, 30.0),
+            ("images/test/b_c0/pristine.png", None, 100.0), ("images/test/b_c0/snow_s3.png", None, 10.0),
+            ("images/test/b_c0/fog_s2.png", None, 50.0)]  # a damage never seen in training: left out
+    oracle = probe.oracle_of_damage(train, test)
+    assert oracle["n"] == 4
+    assert oracle["srcc"] == pytest.approx(1.0)
+
+
+def test_a_constant_read_out_has_no_correlation(probe):
+    assert probe.correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"srcc": None, "plcc": None, "mean": None}
+
+
+@pytest.mark.slow
+def test_probe_runs_on_a_small_corpus(probe, small_corpus, tiny_checkpoint, tmp_path):
+    assert probe.main(["--model", str(tiny_checkpoint), "--corpus", str(small_corpus),
+                       "--n-train", "80", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "readout.json").read_text())
+    assert result["train_images"] == 80
+    for readout in result["readouts"].values():
+        for split in ("val", "photos_left_out", "test"):
+            assert readout[split]["srcc"] is None or -1.0 <= readout[split]["srcc"] <= 1.0
+    curve = result["test_by_photos"]["curve"]
+    assert max(int(k) for k in curve) == result["train_photos"]
+    assert result["oracle_of_damage"]["n"] > 0
+    assert (tmp_path / "readout_photos.png").stat().st_size > 0
