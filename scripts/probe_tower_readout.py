@@ -58,6 +58,8 @@ def pooled_features(assessor, image_path) -> np.ndarray:
 # MobileNetV2 blocks whose outputs the teacher's features pool: low-level (strides 2-8); deeper
 # blocks describe content, which read out worse on new photos
 TEACHER_BLOCKS = (1, 3, 6)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def load_teacher(weights: Path):
@@ -84,10 +86,6 @@ def teacher_features(teacher, image_path) -> np.ndarray:
             if i in TEACHER_BLOCKS:
                 parts += [x.mean((2, 3))[0], x.std((2, 3))[0]]
     return torch.cat(parts).numpy()
-
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def photo_of(image_path: str) -> str:
