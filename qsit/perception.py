@@ -21,6 +21,7 @@ stage's test sets must be held out here too: ``photos`` are folders of
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import sys
@@ -46,6 +47,16 @@ def find_photos(folders: list[str | os.PathLike]) -> list[Path]:
     if not out:
         raise FileNotFoundError(f"no photos (png/jpg/...) under {', '.join(map(str, folders))}")
     return out
+
+
+def split_photos(photos: list[Path], n_val: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Training and held-out photos. A file listed twice (the same bytes in two folders, e.g. a
+    wallpaper both in a corpus's ``photos/train`` and in its own folder) stays on one side: the
+    copies of a held-out photo are held out too, or the check would score photos it trained on."""
+    val = random.Random(seed).sample(photos, min(n_val, len(photos) - 1))
+    held = {hashlib.sha256(p.read_bytes()).digest() for p in val}
+    train = [p for p in photos if p not in val and hashlib.sha256(p.read_bytes()).digest() not in held]
+    return train, val
 
 
 @dataclass
@@ -233,8 +244,7 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
 
         raise ConfigError(f"perception.distortions: unknown {unknown}; known: {', '.join(DISTORTIONS)}")
     photos = find_photos(pc.photos)
-    val_photos = random.Random(cfg.train.seed).sample(photos, min(pc.val_photos, len(photos) - 1))
-    train_photos = [p for p in photos if p not in val_photos]
+    train_photos, val_photos = split_photos(photos, pc.val_photos, cfg.train.seed)
     n_classes = len(names) + 1
     heads = perception_heads(tower.config.hidden_size, n_classes)
     make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side,  # noqa: E731

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qsit import perception
-from qsit.perception import TileSampler, find_photos
+from qsit.perception import TileSampler, find_photos, split_photos
 from qsit.recipe import run, validate
 from qsit.train_config import ConfigError, load_config
 from tests.helpers import interrupt_after_first
@@ -67,6 +67,28 @@ def test_rescaled_tiles_do_not_line_jpeg_blocks_up_with_the_patches(small_corpus
     pristine = TileSampler(photos, 32, ["jpeg"], [0.5] * 3, [0.5] * 3, pristine_fraction=1.0,
                            tile_rescale=(0.85, 1.25)).draw(np.random.default_rng(1))
     assert pristine.mos == 100.0 and pristine.pixels.shape == (3, 32, 32)
+
+
+def test_a_held_out_photo_listed_twice_is_held_out_everywhere(small_corpus, tmp_path):
+    # the shipped recipe lists each wallpaper twice: in the corpus's photos/train and in its own folder
+    corpus_photos = find_photos([small_corpus / "photos" / "train"])
+    copies = tmp_path / "wallpapers"
+    copies.mkdir()
+    for p in corpus_photos[:2]:
+        (copies / f"copy-{p.name}").write_bytes(p.read_bytes())
+    photos = find_photos([small_corpus / "photos" / "train", copies])
+    copied = {p.read_bytes() for p in corpus_photos[:2]}
+    held_copies = 0
+    for seed in range(12):
+        train, val = split_photos(photos, 1, seed)
+        assert len(val) == 1 and val[0] not in train
+        assert val[0].read_bytes() not in {p.read_bytes() for p in train}
+        if val[0].read_bytes() in copied:
+            held_copies += 1
+            assert len(train) == len(photos) - 2  # the photo and its copy
+        else:
+            assert len(train) == len(photos) - 1
+    assert held_copies  # some seed held out a photo that has a copy
 
 
 def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
