@@ -53,9 +53,12 @@ def split_photos(photos: list[Path], n_val: int, seed: int) -> tuple[list[Path],
     """Training and held-out photos. A file listed twice (the same bytes in two folders, e.g. a
     wallpaper both in a corpus's ``photos/train`` and in its own folder) stays on one side: the
     copies of a held-out photo are held out too, or the check would score photos it trained on."""
+    def content(path: Path) -> bytes:
+        return hashlib.sha256(path.read_bytes()).digest()
+
     val = random.Random(seed).sample(photos, min(n_val, len(photos) - 1))
-    held = {hashlib.sha256(p.read_bytes()).digest() for p in val}
-    train = [p for p in photos if p not in val and hashlib.sha256(p.read_bytes()).digest() not in held]
+    held = {content(p) for p in val}
+    train = [p for p in photos if p not in val and content(p) not in held]
     return train, val
 
 
