@@ -142,6 +142,16 @@ def cmd_wallpapers(args) -> int:
     return 0
 
 
+def cmd_dead_leaves(args) -> int:
+    from data_builders.dead_leaves import build_dead_leaves
+
+    if args.count < 1 or args.size < 16:
+        raise BuildError("dead-leaves needs --count of at least 1 and --size of at least 16 px")
+    paths = build_dead_leaves(args.out, args.count, args.size, args.seed, progress=True)
+    print(f"qsit: {len(paths)} dead-leaves images in {args.out}", file=sys.stderr)
+    return 0
+
+
 def _args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
 
@@ -239,4 +249,11 @@ def add_build_parser(sub) -> None:
                    help="Debian packages to take photos from (default: the two qsit-tiny was trained on; "
                         "lomiri-wallpapers-16.04 and -20.04 add 13 more)")
     p.set_defaults(func=cmd_wallpapers)
+
+    p = bsub.add_parser("dead-leaves", help="drawn pristine images with natural-image statistics (dead-leaves model)")
+    p.add_argument("--out", required=True, help="folder for the images (PNG; ones already there are kept)")
+    p.add_argument("--count", type=int, default=40)
+    p.add_argument("--size", type=int, default=512, help="side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_dead_leaves)
 

@@ -13,6 +13,12 @@ time — and trains it, through small heads on its mean-pooled last features
 * a pseudo-MOS of the tile (``100·SSIM₂³`` against its pristine tile, the
   corpus's own formula).
 
+With ``ranking_weight`` > 0 the tiles come in pairs: one window, one distortion, two
+severities (or one of them pristine), and the pseudo-MOS head is also taught to *order*
+each pair (a hinge on the difference, as RankIQA's Siamese pre-training does). A pair
+holds the content fixed, so the tower learns how strong a damage is apart from what
+it damages, which is what it lacks on photos it has never seen.
+
 The rest of the checkpoint (projector, language model) is saved unchanged, so
 the next stage of the same recipe starts from it. Photos held out of a chat
 stage's test sets must be held out here too: ``photos`` are folders of
@@ -119,11 +125,9 @@ class TileSampler:
         im = Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).resize((self.tile, self.tile), Image.BICUBIC)
         return np.asarray(im, dtype=np.float64) / 255
 
-    def draw(self, rng: np.random.Generator) -> Sample:
+    def _window(self, rng: np.random.Generator) -> np.ndarray:
+        """A random crop of a random photo, rescaled to 1.5 tiles and maybe flipped."""
         from PIL import Image
-
-        from data_builders.distortions import apply
-        from data_builders.synthetic import similarity
 
         photo = self.photos[int(rng.integers(len(self.photos)))]
         h, w = photo.shape[:2]
@@ -138,21 +142,46 @@ class TileSampler:
             window = np.asarray(im, dtype=np.float64) / 255
         if rng.random() < 0.5:
             window = window[:, ::-1]
+        return window
+
+    def _sample(self, window: np.ndarray, out: np.ndarray, box, d: int, sev: int) -> Sample:
+        from data_builders.synthetic import similarity
+
+        ref_tile, tile = self._cut(window, box), self._cut(out, box)
+        mos = 100.0 if sev == 0 else 100.0 * max(similarity(ref_tile, tile), 0.0) ** 3
+        pixels = (np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32) - self.mean) / self.std
+        return Sample(pixels, d, sev, float(mos))
+
+    def draw(self, rng: np.random.Generator) -> Sample:
+        from data_builders.distortions import apply
+
+        window = self._window(rng)
         if rng.random() < self.pristine_fraction:
             d, sev, out = len(self.distortions), 0, window
         else:
             d = int(rng.integers(len(self.distortions)))
             sev = int(rng.integers(1, 6))
             out = apply(window, self.distortions[d], sev, rng)
-        box = self._tile_box(side, rng)
-        ref_tile, tile = self._cut(window, box), self._cut(out, box)
-        mos = 100.0 if sev == 0 else 100.0 * max(similarity(ref_tile, tile), 0.0) ** 3
-        pixels = (np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32) - self.mean) / self.std
-        return Sample(pixels, d, sev, float(mos))
+        return self._sample(window, out, self._tile_box(len(window), rng), d, sev)
+
+    def draw_pair(self, rng: np.random.Generator) -> tuple[Sample, Sample]:
+        """Two tiles of one window and one distortion at two severities, lighter first; severity 0 is
+        the pristine tile (one pair in three holds it, so a sixth of the tiles are pristine, as in ``draw``)."""
+        from data_builders.distortions import apply
+
+        window = self._window(rng)
+        d = int(rng.integers(len(self.distortions)))
+        light, heavy = sorted(int(v) for v in rng.choice(6, size=2, replace=False))
+        box = self._tile_box(len(window), rng)
+        return tuple(self._sample(window, window, box, len(self.distortions), 0) if sev == 0 else
+                     self._sample(window, apply(window, self.distortions[d], sev, rng), box, d, sev)
+                     for sev in (light, heavy))
 
 
-def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, workers: int):
-    """Step-indexed batches (each step's RNG depends only on seed and step, so resuming is exact)."""
+def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, workers: int,
+             pairs: bool = False):
+    """Step-indexed batches (each step's RNG depends only on seed and step, so resuming is exact);
+    with ``pairs``, tiles 2i and 2i+1 are ``draw_pair``'s."""
     import torch
 
     class _Steps(torch.utils.data.Dataset):
@@ -161,7 +190,8 @@ def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, 
 
         def __getitem__(self, step):
             rng = np.random.default_rng([seed, start_step + step])
-            samples = [sampler.draw(rng) for _ in range(batch_size)]
+            samples = ([s for _ in range(batch_size // 2) for s in sampler.draw_pair(rng)] if pairs
+                       else [sampler.draw(rng) for _ in range(batch_size)])
             return (torch.from_numpy(np.stack([s.pixels for s in samples])),
                     torch.tensor([s.distortion for s in samples]),
                     torch.tensor([s.severity for s in samples], dtype=torch.float32),
@@ -191,12 +221,22 @@ def head_outputs(heads, feats) -> dict:
             "mos": heads["mos"](feats).squeeze(-1) * 100}
 
 
-def losses(out: dict, distortion, severity, mos) -> dict:
+RANK_MARGIN = 0.05
+"""How far (in pseudo-MOS / 100) the lighter tile of a pair must score above the heavier."""
+
+
+def losses(out: dict, distortion, severity, mos, ranking_weight: float = 0.0) -> dict:
     import torch.nn.functional as F
 
-    return {"distortion": F.cross_entropy(out["distortion"], distortion),
-            "severity": F.mse_loss(out["severity"] / 5, severity / 5),
-            "mos": F.mse_loss(out["mos"] / 100, mos / 100)}
+    parts = {"distortion": F.cross_entropy(out["distortion"], distortion),
+             "severity": F.mse_loss(out["severity"] / 5, severity / 5),
+             "mos": F.mse_loss(out["mos"] / 100, mos / 100)}
+    if ranking_weight > 0:  # tiles 2i, 2i+1 are a pair; order them as their pseudo-MOS does
+        pred, true = out["mos"].view(-1, 2) / 100, mos.view(-1, 2)
+        sign = (true[:, 0] - true[:, 1]).sign()
+        hinge = F.relu(RANK_MARGIN - sign * (pred[:, 0] - pred[:, 1]))
+        parts["ranking"] = ranking_weight * (hinge * sign.abs()).mean()  # ties teach nothing
+    return parts
 
 
 def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
@@ -280,12 +320,13 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         val_batches = [next(draws) for _ in range(max(1, pc.val_samples // pc.batch_size))]
 
     tower.train()
-    batches = _batches(train_sampler, pc.batch_size, cfg.train.seed, state["step"], pc.workers)
+    batches = _batches(train_sampler, pc.batch_size, cfg.train.seed, state["step"], pc.workers,
+                       pairs=pc.ranking_weight > 0)
     bar = tqdm(total=pc.steps, initial=state["step"], desc="perception", unit="step", disable=not recipe.progress)
     t0 = time.perf_counter()
     while state["step"] < pc.steps:
         pixels, d, sev, mos = next(batches)
-        parts = losses(head_outputs(heads, tower_features(tower, pixels)), d, sev, mos)
+        parts = losses(head_outputs(heads, tower_features(tower, pixels)), d, sev, mos, pc.ranking_weight)
         loss = sum(parts.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -336,7 +377,9 @@ def plot_perception(state: dict, path: Path) -> None:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.5))
     steps = [s for s, _ in state["losses"]]
-    for key in ("distortion", "severity", "mos"):
+    for key in ("distortion", "severity", "mos", "ranking"):
+        if key not in state["losses"][0][1]:
+            continue
         values = np.array([v[key] for _, v in state["losses"]])
         k = max(1, len(values) // 100)  # a moving mean, so the trend reads through the noise
         smooth = np.convolve(values, np.ones(k) / k, mode="valid")

@@ -116,6 +116,9 @@ class PerceptionConfig:
     drawn from this range, as the processor's resize does to a whole image (off: the tile is the
     damaged window's centre, so JPEG's 8-px blocks line up with the patches, which they never do
     in an image the processor has resized)."""
+    ranking_weight: float = 0.0
+    """> 0: tiles come in pairs (one window and distortion, two severities) and the pseudo-MOS
+    head also learns to order each pair, with this weight (RankIQA-style ranking)."""
 
 
 @dataclass
@@ -298,6 +301,9 @@ def check(cfg: TrainConfig) -> None:
         if r is not None and not (len(r) == 2 and 2 / 3 <= r[0] <= r[1]):
             # the tile is cut from a window 1.5 tiles wide, so it can shrink by at most 2/3
             raise ConfigError(f"perception.tile_rescale must be [low, high] with 2/3 <= low <= high, got {r}")
+        if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
+            raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
+                              f"got {p.ranking_weight} with batch_size {p.batch_size}")
         return
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty: give at least one build output folder")

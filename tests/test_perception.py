@@ -46,6 +46,45 @@ def test_tiles_are_native_pixels_with_known_labels(small_corpus):
     np.testing.assert_array_equal(again.pixels, draws[0].pixels)
 
 
+def test_pairs_share_window_and_distortion_lighter_first(small_corpus):
+    photos = find_photos([small_corpus / "photos" / "train"])
+    sampler = TileSampler(photos, 32, ["gaussian_noise", "defocus_blur"], [0.5] * 3, [0.5] * 3)
+    pairs = [sampler.draw_pair(np.random.default_rng([4, i])) for i in range(30)]
+    for light, heavy in pairs:
+        assert light.severity < heavy.severity and 1 <= heavy.severity <= 5
+        assert heavy.distortion < 2 and light.distortion == (2 if light.severity == 0 else heavy.distortion)
+    with_pristine = [p for p in pairs if p[0].severity == 0]
+    assert 0 < len(with_pristine) < len(pairs) and all(p[0].mos == 100.0 for p in with_pristine)
+    # one window: a noisy tile differs from its pristine twin by noise, not by content
+    noisy = [(a, b) for a, b in with_pristine if b.distortion == 0]
+    assert noisy and all(abs(float((b.pixels - a.pixels).mean())) < 0.1 for a, b in noisy)
+    assert sum(a.mos >= b.mos for a, b in pairs) >= 0.9 * len(pairs)
+
+
+def test_ranking_loss_orders_each_pair_by_its_pseudo_mos():
+    distortion, severity = torch.tensor([0, 0]), torch.tensor([1.0, 3.0])
+    mos = torch.tensor([80.0, 40.0])
+
+    def ranking(predicted):
+        out = {"distortion": torch.zeros(2, 3), "severity": severity, "mos": torch.tensor(predicted)}
+        return float(perception.losses(out, distortion, severity, mos, ranking_weight=1.0)["ranking"])
+
+    assert ranking([70.0, 50.0]) == 0.0  # ordered, beyond the margin
+    assert ranking([50.0, 70.0]) == pytest.approx(perception.RANK_MARGIN + 0.2, abs=1e-6)
+    assert ranking([60.0, 59.0]) == pytest.approx(perception.RANK_MARGIN - 0.01, abs=1e-6)
+    assert "ranking" not in perception.losses({"distortion": torch.zeros(2, 3), "severity": severity,
+                                                "mos": mos}, distortion, severity, mos)
+
+
+def test_ranking_stage_trains_on_pairs(small_corpus, tmp_path):
+    cfg = stage1(small_corpus, tmp_path / "p", "perception.steps=4", "perception.ranking_weight=1.0")
+    result = run(cfg, progress=False)
+    state = torch.load(tmp_path / "p" / "checkpoints" / "perception.pt", weights_only=False)["state"]
+    assert result.global_steps == 4 and all("ranking" in parts for _, parts in state["losses"])
+    with pytest.raises(ConfigError, match="even batch_size"):
+        validate(stage1(small_corpus, tmp_path / "q", "perception.batch_size=7", "perception.ranking_weight=1.0"))
+
+
 def _block_edge_excess(sampler: TileSampler, n: int = 24) -> float:
     """Mean jump across columns 8k (JPEG's block edges when they line up with the patches) over
     the mean jump across the other columns, for severe JPEG tiles."""

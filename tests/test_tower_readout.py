@@ -23,6 +23,7 @@ def test_photo_and_damage_come_from_the_corpus_layout(probe):
     assert probe.photo_of(path) == "photo-mate-Garden"
     assert probe.damage_of(path) == "motion_blur_left_s2"
     assert probe.photo_of("images/test/scene9000_c0/pristine.png") == "scene9000"
+    assert probe.severity_of(path) == 2 and probe.severity_of("images/test/x_c0/pristine.png") == 0
 
 
 def test_oracle_predicts_the_training_mean_of_each_damage(probe):
@@ -35,6 +36,20 @@ def test_oracle_predicts_the_training_mean_of_each_damage(probe):
     oracle = probe.oracle_of_damage(train, test)
     assert oracle["n"] == 4
     assert oracle["srcc"] == pytest.approx(1.0)
+
+
+def test_given_the_true_damage_a_read_out_orders_the_test(probe):
+    rng = np.random.default_rng(0)
+    damages = ["pristine", "jpeg_s1", "jpeg_s3", "jpeg_s5", "snow_s2", "snow_s4"]
+    true_mos = {"pristine": 100.0, "jpeg_s1": 80.0, "jpeg_s3": 60.0, "jpeg_s5": 30.0, "snow_s2": 50.0, "snow_s4": 20.0}
+    rows = lambda split, n: [(f"images/{split}/p{i}_c0/{d}.png", None, true_mos[d] + rng.normal(0, 1))  # noqa: E731
+                             for i in range(n) for d in damages]
+    train, test = rows("train", 20), rows("test", 5)
+    # features that know nothing of the damage: only the truth can order the test images
+    X, Xt = rng.normal(size=(len(train), 4)), rng.normal(size=(len(test), 4))
+    truth = probe.given_truth(X, train, Xt, test, train)
+    assert truth["damage"]["srcc"] > 0.9
+    assert truth["severity"]["srcc"] > 0.4  # severity alone confuses jpeg_s3 with snow_s2 and the like
 
 
 def test_a_constant_read_out_has_no_correlation(probe):
@@ -75,4 +90,5 @@ def test_probe_runs_on_a_small_corpus(probe, small_corpus, tiny_checkpoint, teac
     curve = result["test_by_photos"]["curve"]
     assert max(int(k) for k in curve) == result["train_photos"]
     assert result["oracle_of_damage"]["n"] > 0
+    assert set(result["tower_given_truth"]) == {"severity", "damage"}
     assert (tmp_path / "readout_photos.png").stat().st_size > 0
