@@ -9,7 +9,8 @@ time — and trains it, through small heads on its mean-pooled last features
 (the same features the projector receives), to tell
 
 * the distortion (one of the corpus's distortions, or none),
-* its severity (0..5, as a regression), and
+* its severity (0..5, as a regression; with ``severity_per_distortion`` one
+  regression for each distortion, read at the tile's own), and
 * a pseudo-MOS of the tile (``100·SSIM₂³`` against its pristine tile, the
   corpus's own formula).
 
@@ -201,12 +202,12 @@ def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, 
                                             persistent_workers=workers > 0))
 
 
-def perception_heads(hidden: int, n_classes: int):
+def perception_heads(hidden: int, n_classes: int, severity_per_distortion: bool = False):
     import torch
 
     return torch.nn.ModuleDict({
         "distortion": torch.nn.Linear(hidden, n_classes),
-        "severity": torch.nn.Linear(hidden, 1),
+        "severity": torch.nn.Linear(hidden, n_classes if severity_per_distortion else 1),
         "mos": torch.nn.Linear(hidden, 1),
     })
 
@@ -217,8 +218,15 @@ def tower_features(vision_tower, pixels):
 
 
 def head_outputs(heads, feats) -> dict:
-    return {"distortion": heads["distortion"](feats), "severity": heads["severity"](feats).squeeze(-1) * 5,
-            "mos": heads["mos"](feats).squeeze(-1) * 100}
+    severity = heads["severity"](feats) * 5  # (B, 1), or (B, distortions + 1): one per distortion
+    return {"distortion": heads["distortion"](feats), "severity": severity.squeeze(-1) if severity.shape[-1] == 1
+            else severity, "mos": heads["mos"](feats).squeeze(-1) * 100}
+
+
+def severity_of(out: dict, distortion):
+    """The severity the heads predict, read at the given distortion where there is one per distortion."""
+    sev = out["severity"]
+    return sev if sev.dim() == 1 else sev.gather(1, distortion[:, None]).squeeze(1)
 
 
 RANK_MARGIN = 0.05
@@ -229,7 +237,7 @@ def losses(out: dict, distortion, severity, mos, ranking_weight: float = 0.0) ->
     import torch.nn.functional as F
 
     parts = {"distortion": F.cross_entropy(out["distortion"], distortion),
-             "severity": F.mse_loss(out["severity"] / 5, severity / 5),
+             "severity": F.mse_loss(severity_of(out, distortion) / 5, severity / 5),
              "mos": F.mse_loss(out["mos"] / 100, mos / 100)}
     if ranking_weight > 0:  # tiles 2i, 2i+1 are a pair; order them as their pseudo-MOS does
         pred, true = out["mos"].view(-1, 2) / 100, mos.view(-1, 2)
@@ -251,7 +259,7 @@ def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
         for pixels, d, sev, mos in batches:
             out = head_outputs(heads, tower_features(vision_tower, pixels))
             preds["distortion"].append(out["distortion"].argmax(-1))
-            preds["severity"].append(out["severity"])
+            preds["severity"].append(severity_of(out, d))  # given the true distortion
             preds["mos"].append(out["mos"])
             for k, v in (("distortion", d), ("severity", sev), ("mos", mos)):
                 truth[k].append(v)
@@ -289,7 +297,7 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     photos = find_photos(pc.photos)
     train_photos, val_photos = split_photos(photos, pc.val_photos, cfg.train.seed)
     n_classes = len(names) + 1
-    heads = perception_heads(tower.config.hidden_size, n_classes)
+    heads = perception_heads(tower.config.hidden_size, n_classes, pc.severity_per_distortion)
     make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side,  # noqa: E731
                                   tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None)
     train_sampler, val_sampler = make(train_photos), make(val_photos) if val_photos else None

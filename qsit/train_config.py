@@ -116,6 +116,9 @@ class PerceptionConfig:
     drawn from this range, as the processor's resize does to a whole image (off: the tile is the
     damaged window's centre, so JPEG's 8-px blocks line up with the patches, which they never do
     in an image the processor has resized)."""
+    severity_per_distortion: bool = False
+    """One severity regression per distortion (read at the tile's own) instead of one for all, whose
+    single direction in the features must serve every distortion's scale."""
     ranking_weight: float = 0.0
     """> 0: tiles come in pairs (one window and distortion, two severities) and the pseudo-MOS
     head also learns to order each pair, with this weight (RankIQA-style ranking)."""

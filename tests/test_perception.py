@@ -76,6 +76,17 @@ def test_ranking_loss_orders_each_pair_by_its_pseudo_mos():
                                                 "mos": mos}, distortion, severity, mos)
 
 
+def test_a_severity_per_distortion_is_read_at_the_tiles_own():
+    heads = perception.perception_heads(4, 3, severity_per_distortion=True)
+    out = perception.head_outputs(heads, torch.randn(2, 4))
+    assert out["severity"].shape == (2, 3)
+    distortion = torch.tensor([2, 0])
+    np.testing.assert_allclose(perception.severity_of(out, distortion).detach().numpy(),
+                               [float(out["severity"][0, 2]), float(out["severity"][1, 0])])
+    shared = perception.head_outputs(perception.perception_heads(4, 3), torch.randn(2, 4))
+    assert perception.severity_of(shared, distortion) is shared["severity"]
+
+
 def test_ranking_stage_trains_on_pairs(small_corpus, tmp_path):
     cfg = stage1(small_corpus, tmp_path / "p", "perception.steps=4", "perception.ranking_weight=1.0")
     result = run(cfg, progress=False)
