@@ -17,8 +17,9 @@ time — and trains it, through small heads on its mean-pooled last features
 With ``ranking_weight`` > 0 the tiles come in pairs: one window, one distortion, two
 severities (or one of them pristine), and the pseudo-MOS head is also taught to *order*
 each pair (a hinge on the difference, as RankIQA's Siamese pre-training does). A pair
-holds the content fixed, so the tower learns how strong a damage is apart from what
-it damages, which is what it lacks on photos it has never seen.
+holds the content fixed, so the tower is shown how strong a damage is apart from
+what it damages (qsit-tiny's test read-out did not gain from it, nor from one
+severity regression per distortion: its model card, steps 59-60).
 
 The rest of the checkpoint (projector, language model) is saved unchanged, so
 the next stage of the same recipe starts from it. Photos held out of a chat
