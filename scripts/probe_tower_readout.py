@@ -148,8 +148,8 @@ def score_readouts(X, y, photos, Xv, yv, Xt, yt) -> dict:
 
 def severity_of(image_path: str) -> int:
     """The severity in a corpus image's name (``jpeg_s3`` → 3); 0 for the pristine one."""
-    stem = damage_of(image_path)
-    return int(stem.rsplit("_s", 1)[1]) if "_s" in stem and stem.rsplit("_s", 1)[1].isdigit() else 0
+    kind, _, severity = damage_of(image_path).rpartition("_s")
+    return int(severity) if kind and severity.isdigit() else 0
 
 
 def damage_means(train: list) -> dict[str, float]:
