@@ -85,7 +85,8 @@ class TileSampler:
 
     def __init__(self, photos: list[Path], tile: int, distortions: list[str], mean, std,
                  scale_range: tuple[float, float] = (0.45, 1.0), pristine_fraction: float = 1 / 6,
-                 corpus_side: int = 256, tile_rescale: tuple[float, float] | None = None):
+                 corpus_side: int = 256, tile_rescale: tuple[float, float] | None = None,
+                 window_side: int | None = None, tiles_per_window: int = 1):
         from PIL import Image
 
         from qsit.images import load_image
@@ -97,6 +98,12 @@ class TileSampler:
         self.scale_range = scale_range
         self.pristine_fraction = pristine_fraction
         self.tile_rescale = tile_rescale
+        # A damaged window a little larger than the tile (so blurs and warps have real neighbours), or
+        # one as large as a corpus image: the damage whose size follows the image's (zoom blur, elastic
+        # warps, fog, frost) then acts at an image's scale, and tiles are cut anywhere in it.
+        self.window_side = window_side or tile + tile // 2
+        self.tile_anywhere = window_side is not None
+        self.tiles_per_window = tiles_per_window
         # Photos are kept at most twice the corpus size: a tile then covers what a tile of a
         # corpus image (or of a user photo after the processor's resize) covers, give or take the scale.
         self.photos = []
@@ -107,14 +114,15 @@ class TileSampler:
                 img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.LANCZOS)
             self.photos.append(np.asarray(img, dtype=np.float64) / 255)
 
-    def _tile_box(self, side: int, rng: np.random.Generator) -> tuple[int, int, int]:
-        """(y, x, size) of the tile inside a damaged window of ``side`` px: its centre, or with
-        ``tile_rescale`` a random offset and a size that rescales to the tile."""
-        if self.tile_rescale is None:
-            o = (side - self.tile) // 2
-            return o, o, self.tile
-        size = min(side, max(8, round(self.tile / rng.uniform(*self.tile_rescale))))
-        y, x = (int(v) for v in rng.integers(0, side - size + 1, size=2))
+    def _tile_box(self, shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, int, int]:
+        """(y, x, size) of the tile inside a damaged window of ``shape``: its centre, or with
+        ``tile_rescale`` (or an image-sized window) a random offset, and a size that rescales to the tile."""
+        h, w = shape[:2]
+        if self.tile_rescale is None and not self.tile_anywhere:
+            return (h - self.tile) // 2, (w - self.tile) // 2, self.tile
+        size = self.tile if self.tile_rescale is None else round(self.tile / rng.uniform(*self.tile_rescale))
+        size = min(h, w, max(8, size))
+        y, x = (int(v) for v in rng.integers(0, [h - size + 1, w - size + 1]))
         return y, x, size
 
     def _cut(self, window: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
@@ -128,13 +136,15 @@ class TileSampler:
         return np.asarray(im, dtype=np.float64) / 255
 
     def _window(self, rng: np.random.Generator) -> np.ndarray:
-        """A random crop of a random photo, rescaled to 1.5 tiles and maybe flipped."""
+        """A random crop of a random photo, rescaled and maybe flipped: a square of 1.5 tiles, or
+        cut and resized as the corpus cuts its images (longest side ``window_side``)."""
         from PIL import Image
 
         photo = self.photos[int(rng.integers(len(self.photos)))]
+        if self.tile_anywhere:
+            return self._image_window(photo, rng)
         h, w = photo.shape[:2]
-        # A context window a little larger than the tile, so blurs and warps have real neighbours.
-        side = self.tile + self.tile // 2
+        side = self.window_side
         scale = rng.uniform(*self.scale_range)
         src = max(8, min(h, w, int(round(side / scale))))
         y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
@@ -146,6 +156,18 @@ class TileSampler:
             window = window[:, ::-1]
         return window
 
+    def _image_window(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from PIL import Image
+
+        from data_builders.synthetic import crop_and_resize
+
+        img = crop_and_resize(Image.fromarray((photo * 255 + 0.5).astype(np.uint8)), self.window_side, rng,
+                              rng.uniform(*self.scale_range))
+        if min(img.size) < self.tile:  # a very long, thin photo: stretch its short side to one tile
+            img = img.resize((max(img.width, self.tile), max(img.height, self.tile)), Image.LANCZOS)
+        window = np.asarray(img, dtype=np.float64) / 255
+        return window[:, ::-1] if rng.random() < 0.5 else window
+
     def _sample(self, window: np.ndarray, out: np.ndarray, box, d: int, sev: int) -> Sample:
         from data_builders.synthetic import similarity
 
@@ -155,6 +177,10 @@ class TileSampler:
         return Sample(pixels, d, sev, float(mos))
 
     def draw(self, rng: np.random.Generator) -> Sample:
+        return self.draw_group(rng, 1)[0]
+
+    def draw_group(self, rng: np.random.Generator, n: int | None = None) -> list[Sample]:
+        """``n`` (default ``tiles_per_window``) tiles of one window under one damage."""
         from data_builders.distortions import apply
 
         window = self._window(rng)
@@ -164,7 +190,8 @@ class TileSampler:
             d = int(rng.integers(len(self.distortions)))
             sev = int(rng.integers(1, 6))
             out = apply(window, self.distortions[d], sev, rng)
-        return self._sample(window, out, self._tile_box(len(window), rng), d, sev)
+        return [self._sample(window, out, self._tile_box(window.shape, rng), d, sev)
+                for _ in range(n or self.tiles_per_window)]
 
     def draw_pair(self, rng: np.random.Generator) -> tuple[Sample, Sample]:
         """Two tiles of one window and one distortion at two severities, lighter first; severity 0 is
@@ -174,7 +201,7 @@ class TileSampler:
         window = self._window(rng)
         d = int(rng.integers(len(self.distortions)))
         light, heavy = sorted(int(v) for v in rng.choice(6, size=2, replace=False))
-        box = self._tile_box(len(window), rng)
+        box = self._tile_box(window.shape, rng)
         return tuple(self._sample(window, window, box, len(self.distortions), 0) if sev == 0 else
                      self._sample(window, apply(window, self.distortions[d], sev, rng), box, d, sev)
                      for sev in (light, heavy))
@@ -193,7 +220,8 @@ def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, 
         def __getitem__(self, step):
             rng = np.random.default_rng([seed, start_step + step])
             samples = ([s for _ in range(batch_size // 2) for s in sampler.draw_pair(rng)] if pairs
-                       else [sampler.draw(rng) for _ in range(batch_size)])
+                       else [s for _ in range(batch_size // sampler.tiles_per_window)
+                             for s in sampler.draw_group(rng)])
             return (torch.from_numpy(np.stack([s.pixels for s in samples])),
                     torch.tensor([s.distortion for s in samples]),
                     torch.tensor([s.severity for s in samples], dtype=torch.float32),
@@ -295,12 +323,17 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         from qsit.train_config import ConfigError
 
         raise ConfigError(f"perception.distortions: unknown {unknown}; known: {', '.join(DISTORTIONS)}")
+    if pc.window_side is not None and pc.window_side < tile:
+        from qsit.train_config import ConfigError
+
+        raise ConfigError(f"perception.window_side ({pc.window_side}) is smaller than the tower's {tile}-px tile")
     photos = find_photos(pc.photos)
     train_photos, val_photos = split_photos(photos, pc.val_photos, cfg.train.seed)
     n_classes = len(names) + 1
     heads = perception_heads(tower.config.hidden_size, n_classes, pc.severity_per_distortion)
     make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side,  # noqa: E731
-                                  tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None)
+                                  tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,
+                                  window_side=pc.window_side, tiles_per_window=pc.tiles_per_window)
     train_sampler, val_sampler = make(train_photos), make(val_photos) if val_photos else None
     params = [p for p in tower.parameters()] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
@@ -404,7 +437,10 @@ def plot_perception(state: dict, path: Path) -> None:
     bx.set_xlabel("step")
     bx.set_ylabel("held-out photos")
     bx.set_ylim(0, 1)
-    bx.legend(fontsize=8)
+    if state["val"]:
+        bx.legend(fontsize=8)
+    else:  # a stage without held-out photos
+        bx.text(0.5, 0.5, "no photos held out", ha="center", va="center", transform=bx.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

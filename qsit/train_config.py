@@ -116,6 +116,15 @@ class PerceptionConfig:
     drawn from this range, as the processor's resize does to a whole image (off: the tile is the
     damaged window's centre, so JPEG's 8-px blocks line up with the patches, which they never do
     in an image the processor has resized)."""
+    window_side: int | None = None
+    """Side in px of the window each tile is cut from, damaged as a whole. Off: 1.5 tiles, the tile
+    at its centre (fast, but damage whose size follows the image's — zoom blur, elastic warps, fog,
+    frost — then acts at a window's scale: zoom blur at severity 5 costs a tile's pseudo-MOS half of
+    what it costs a 224-px corpus image). A corpus image's side damages windows as the corpus damages
+    its images, and tiles are cut anywhere in them, as the processor's grid cuts an image."""
+    tiles_per_window: int = 1
+    """Tiles cut from each damaged window (one damage, several places): a large window costs about
+    four small ones to damage, so cutting several keeps the stage's pace."""
     severity_per_distortion: bool = False
     """One severity regression per distortion (read at the tile's own) instead of one for all, whose
     single direction in the features must serve every distortion's scale."""
@@ -304,6 +313,12 @@ def check(cfg: TrainConfig) -> None:
         if r is not None and not (len(r) == 2 and 2 / 3 <= r[0] <= r[1]):
             # the tile is cut from a window 1.5 tiles wide, so it can shrink by at most 2/3
             raise ConfigError(f"perception.tile_rescale must be [low, high] with 2/3 <= low <= high, got {r}")
+        if p.tiles_per_window < 1 or p.batch_size % p.tiles_per_window or (
+                p.tiles_per_window > 1 and (p.window_side is None or p.ranking_weight)):
+            # a small window has one tile, its centre; pairs are tiles of one window already
+            raise ConfigError("perception.tiles_per_window must be >= 1 and divide batch_size, and > 1 needs "
+                              f"window_side and no ranking_weight; got {p.tiles_per_window} with batch_size "
+                              f"{p.batch_size}, window_side {p.window_side}, ranking_weight {p.ranking_weight}")
         if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
             raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
                               f"got {p.ranking_weight} with batch_size {p.batch_size}")

@@ -61,6 +61,25 @@ def test_pairs_share_window_and_distortion_lighter_first(small_corpus):
     assert sum(a.mos >= b.mos for a, b in pairs) >= 0.9 * len(pairs)
 
 
+def test_image_sized_windows_damage_at_an_images_scale(small_corpus):
+    photos = find_photos([small_corpus / "photos" / "train"])
+    kw = dict(pristine_fraction=0.0)
+    small = TileSampler(photos, 32, ["zoom_blur"], [0.5] * 3, [0.5] * 3, **kw)
+    image = TileSampler(photos, 32, ["zoom_blur"], [0.5] * 3, [0.5] * 3, window_side=128, tiles_per_window=4, **kw)
+    groups = [image.draw_group(np.random.default_rng([6, i])) for i in range(12)]
+    for group in groups:
+        assert len(group) == 4 and len({(t.distortion, t.severity) for t in group}) == 1
+        assert all(t.pixels.shape == (3, 32, 32) for t in group)
+    # tiles are cut anywhere in the image, not at one place
+    assert sum(not np.array_equal(g[0].pixels, g[1].pixels) for g in groups) >= 10
+    # a zoom's streaks grow with the image: a severe zoom costs an image's tiles more than a small window's
+    severe = [s for g in groups for s in g if s.severity >= 4]
+    small_severe = [t for t in (small.draw(np.random.default_rng([7, i])) for i in range(80)) if t.severity >= 4]
+    assert np.mean([t.mos for t in severe]) < np.mean([t.mos for t in small_severe]) - 5
+    batch = next(perception._batches(image, 8, seed=0, start_step=0, workers=0))
+    assert batch[0].shape == (8, 3, 32, 32) and len(set(batch[2][:4].tolist())) == 1  # two windows of four
+
+
 def test_ranking_loss_orders_each_pair_by_its_pseudo_mos():
     distortion, severity = torch.tensor([0, 0]), torch.tensor([1.0, 3.0])
     mos = torch.tensor([80.0, 40.0])
@@ -86,6 +105,14 @@ def test_a_severity_per_distortion_is_read_at_the_tiles_own():
                                [float(out["severity"][0, 2]), float(out["severity"][1, 0])])
     shared = perception.head_outputs(perception.perception_heads(4, 3), torch.randn(2, 4))
     assert perception.severity_of(shared, distortion) is shared["severity"]
+
+
+def test_stage_trains_on_tiles_of_image_sized_windows(small_corpus, tmp_path):
+    cfg = stage1(small_corpus, tmp_path / "p", "perception.steps=3", "perception.window_side=64", "perception.val_photos=0",
+                 "perception.tiles_per_window=4")
+    assert run(cfg, progress=False).global_steps == 3
+    with pytest.raises(ConfigError, match="smaller than the tower's 32-px tile"):
+        run(stage1(small_corpus, tmp_path / "q", "perception.steps=3", "perception.window_side=24"), progress=False)
 
 
 def test_ranking_stage_trains_on_pairs(small_corpus, tmp_path):
@@ -151,6 +178,11 @@ def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
         validate(load_config(STAGE1, [f"output_dir={tmp_path}", f"perception.photos=[{tmp_path / 'nope'}]"]))
     with pytest.raises(ConfigError, match="tile_rescale"):
         validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.tile_rescale=[0.5, 1.2]"]))
+    with pytest.raises(ConfigError, match="tiles_per_window"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.window_side=224",
+                                      "perception.tiles_per_window=5"]))
+    with pytest.raises(ConfigError, match="needs window_side"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.tiles_per_window=4"]))
 
 
 @pytest.mark.slow
