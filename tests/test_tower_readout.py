@@ -52,6 +52,25 @@ def test_given_the_true_damage_a_read_out_orders_the_test(probe):
     assert truth["severity"]["srcc"] > 0.4  # severity alone confuses jpeg_s3 with snow_s2 and the like
 
 
+def test_severity_is_ordered_within_ladders_and_across_images(probe):
+    assert probe.distortion_of("images/test/a_c0/motion_blur_left_s2.png") == "motion_blur"
+    assert probe.distortion_of("images/test/a_c0/jpeg_s5.png") == "jpeg"
+    assert probe.distortion_of("images/test/a_c0/pristine.png") == "pristine"
+    rng = np.random.default_rng(1)
+    # a feature that is the severity plus the photo's own offset: within one crop the order is exact,
+    # across photos the offsets blur it
+    rows = lambda split, n: [(f"images/{split}/p{i}_c0/{d}_s{s}.png", None, 0.0, s + off)  # noqa: E731
+                             for i, off in enumerate(rng.uniform(-2, 2, n)) for d in ("jpeg", "fog_left")
+                             for s in range(1, 6)]
+    train, test = rows("train", 60), rows("test", 6)
+    X, Xt = np.array([[r[3]] for r in train]), np.array([[r[3]] for r in test])
+    order = probe.severity_ordering(X, [r[:3] for r in train], Xt, [r[:3] for r in test])
+    assert order["ladders"] == 12 and set(order["by_distortion"]) == {"jpeg", "fog"}
+    assert order["within_ladders"] > 0.85
+    assert order["across_images"] < order["within_ladders"] - 0.15
+    assert all(r["ladders"] == 6 and r["across"] < r["within"] for r in order["by_distortion"].values())
+
+
 def test_a_constant_read_out_has_no_correlation(probe):
     assert probe.correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"srcc": None, "plcc": None, "mean": None}
 
@@ -91,4 +110,5 @@ def test_probe_runs_on_a_small_corpus(probe, small_corpus, tiny_checkpoint, teac
     assert max(int(k) for k in curve) == result["train_photos"]
     assert result["oracle_of_damage"]["n"] > 0
     assert set(result["tower_given_truth"]) == {"severity", "damage"}
+    assert result["severity_ordering"]["ladders"] > 0 and result["severity_ordering"]["by_distortion"]
     assert (tmp_path / "readout_photos.png").stat().st_size > 0
