@@ -171,14 +171,15 @@ def severity_ordering(X, train: list, Xt, test: list) -> dict:
     ladders, across = defaultdict(list), defaultdict(list)
     for i, (path, _, _) in enumerate(test):
         if severity_of(path) > 0:
-            ladders[(str(Path(path).parent), damage_of(path).rpartition("_s")[0])].append(i)
+            # a ladder: one crop, one damage (distortion and region) at its severities
+            ladders[(str(Path(path).parent), damage_of(path).rpartition("_s")[0], distortion_of(path))].append(i)
             across[distortion_of(path)].append(i)
     truth = np.array([severity_of(p) for p, _, _ in test])
     within = defaultdict(list)
-    for (_, damage), idx in ladders.items():
+    for (_, _, distortion), idx in ladders.items():
         srcc = correlation(truth[idx], predicted[idx])["srcc"] if len(idx) >= 3 else None
         if srcc is not None:
-            within[distortion_of(f"{damage}_s1")].append(srcc)
+            within[distortion].append(srcc)
     by = {d: {"ladders": len(within[d]), "within": round(float(np.mean(within[d])), 3) if within[d] else None,
               "across": correlation(truth[idx], predicted[idx])["srcc"]} for d, idx in sorted(across.items())}
     every = [v for vs in within.values() for v in vs]
