@@ -138,23 +138,23 @@ class TileSampler:
     def _window(self, rng: np.random.Generator) -> np.ndarray:
         """A random crop of a random photo, rescaled and maybe flipped: a square of 1.5 tiles, or
         cut and resized as the corpus cuts its images (longest side ``window_side``)."""
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        window = self._image_window(photo, rng) if self.tile_anywhere else self._square_window(photo, rng)
+        return window[:, ::-1] if rng.random() < 0.5 else window
+
+    def _square_window(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from PIL import Image
 
-        photo = self.photos[int(rng.integers(len(self.photos)))]
-        if self.tile_anywhere:
-            return self._image_window(photo, rng)
         h, w = photo.shape[:2]
         side = self.window_side
         scale = rng.uniform(*self.scale_range)
         src = max(8, min(h, w, int(round(side / scale))))
         y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
         window = photo[y:y + src, x:x + src]
-        if src != side:
-            im = Image.fromarray((window * 255 + 0.5).astype(np.uint8)).resize((side, side), Image.LANCZOS)
-            window = np.asarray(im, dtype=np.float64) / 255
-        if rng.random() < 0.5:
-            window = window[:, ::-1]
-        return window
+        if src == side:
+            return window
+        im = Image.fromarray((window * 255 + 0.5).astype(np.uint8)).resize((side, side), Image.LANCZOS)
+        return np.asarray(im, dtype=np.float64) / 255
 
     def _image_window(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from PIL import Image
@@ -165,8 +165,7 @@ class TileSampler:
                               rng.uniform(*self.scale_range))
         if min(img.size) < self.tile:  # a very long, thin photo: stretch its short side to one tile
             img = img.resize((max(img.width, self.tile), max(img.height, self.tile)), Image.LANCZOS)
-        window = np.asarray(img, dtype=np.float64) / 255
-        return window[:, ::-1] if rng.random() < 0.5 else window
+        return np.asarray(img, dtype=np.float64) / 255
 
     def _sample(self, window: np.ndarray, out: np.ndarray, box, d: int, sev: int) -> Sample:
         from data_builders.synthetic import similarity

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -158,8 +157,12 @@ def severity_of(image_path: str) -> int:
 def distortion_of(image_path: str) -> str:
     """The distortion of a corpus image, without its region and severity ('motion_blur_left_s2' →
     'motion_blur'); 'pristine' for the pristine one."""
+    from data_builders.distortions import REGIONS
+
     kind = damage_of(image_path).rpartition("_s")[0] or "pristine"
-    return re.sub(r"_(left|right|top|bottom)$", "", kind)
+    for region in REGIONS:  # file names carry the region's first word: 'left part' → '_left'
+        kind = kind.removesuffix(f"_{region.split()[0]}")
+    return kind
 
 
 def severity_ordering(X, train: list, Xt, test: list) -> dict:
@@ -168,18 +171,18 @@ def severity_ordering(X, train: list, Xt, test: list) -> dict:
     mean SRCC over ladders) and across all the test images of that distortion (content varies too)."""
     s = np.array([severity_of(p) for p, _, _ in train])
     predicted = readouts()["boosting"]().fit(X, s).predict(Xt)
+    truth = np.array([severity_of(p) for p, _, _ in test])
     ladders, across = defaultdict(list), defaultdict(list)
     for i, (path, _, _) in enumerate(test):
-        if severity_of(path) > 0:
+        if truth[i] > 0:
             # a ladder: one crop, one damage (distortion and region) at its severities
-            ladders[(str(Path(path).parent), damage_of(path).rpartition("_s")[0], distortion_of(path))].append(i)
+            ladders[(str(Path(path).parent), damage_of(path).rpartition("_s")[0])].append(i)
             across[distortion_of(path)].append(i)
-    truth = np.array([severity_of(p) for p, _, _ in test])
     within = defaultdict(list)
-    for (_, _, distortion), idx in ladders.items():
+    for idx in ladders.values():
         srcc = correlation(truth[idx], predicted[idx])["srcc"] if len(idx) >= 3 else None
         if srcc is not None:
-            within[distortion].append(srcc)
+            within[distortion_of(test[idx[0]][0])].append(srcc)
     by = {d: {"ladders": len(within[d]), "within": round(float(np.mean(within[d])), 3) if within[d] else None,
               "across": correlation(truth[idx], predicted[idx])["srcc"]} for d, idx in sorted(across.items())}
     every = [v for vs in within.values() for v in vs]
