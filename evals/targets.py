@@ -114,8 +114,14 @@ def default_unseen_photo() -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
 
-def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0) -> dict:
-    """Scores of the clean photo and of each distortion at three severities (corpus size, fixed seed)."""
+def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0, draws: int = 8) -> dict:
+    """Scores of the clean photo and of each distortion at three severities, at the corpus's size.
+
+    A damage drawn at random (noise) is scored as the mean over ``draws`` draws (seeds ``seed``,
+    ``seed + 1`` …): one draw's pattern moves a slight noise's score by more than it differs from
+    the clean photo's. ``draws_monotonic`` is the share of single draws whose ladder is monotonic
+    (draw i at every severity); a damage with nothing random is scored once.
+    """
     from PIL import Image
 
     from data_builders.distortions import apply
@@ -125,22 +131,51 @@ def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0) -> dict:
     f = size / max(img.size)
     img = img.resize((round(img.width * f), round(img.height * f)), Image.LANCZOS)
     x = np.asarray(img, dtype=np.float64) / 255
-    images, labels = [img], [("clean", 0)]
+    images, where = [img], {}
     for key in MONOTONIC_DISTORTIONS:
         for sev in MONOTONIC_SEVERITIES:
-            y = apply(x, key, sev, np.random.default_rng(seed))
-            images.append(Image.fromarray((y * 255 + 0.5).astype(np.uint8)))
-            labels.append((key, sev))
+            drawn = [(apply(x, key, sev, np.random.default_rng(seed + i)) * 255 + 0.5).astype(np.uint8)
+                     for i in range(draws)]
+            if all(np.array_equal(d, drawn[0]) for d in drawn[1:]):
+                drawn = drawn[:1]
+            where[key, sev] = range(len(images), len(images) + len(drawn))
+            images += [Image.fromarray(d) for d in drawn]
     scores = [r.score for r in assessor.score(images)]
     clean = scores[0]
-    out = {"photo": str(photo), "clean": clean, "distortions": {}}
+    out = {"photo": str(photo), "clean": clean, "draws": draws, "distortions": {}}
     for key in MONOTONIC_DISTORTIONS:
-        ladder = [s for (k, _), s in zip(labels, scores, strict=True) if k == key]
-        chain = [clean, *ladder]
-        out["distortions"][key] = {"scores": ladder,
-                                   "monotonic": all(a > b for a, b in zip(chain, chain[1:], strict=False))}
+        per_draw = [[scores[i] for i in where[key, sev]] for sev in MONOTONIC_SEVERITIES]
+        ladder = [float(np.mean(s)) for s in per_draw]
+        chains = [[clean, *(s[i] for s in per_draw)] for i in range(len(per_draw[0]))]
+        out["distortions"][key] = {"scores": ladder, "monotonic": _falling(clean, ladder),
+                                   "draws_monotonic": float(np.mean([_falling(c[0], c[1:]) for c in chains]))}
+        if len(per_draw[0]) > 1:
+            out["distortions"][key]["draw_scores"] = per_draw
     out["all_monotonic"] = all(d["monotonic"] for d in out["distortions"].values())
     return out
+
+
+def monotonicity_summary(results: list[dict]) -> dict:
+    """How many photos pass, per distortion and on all four, and how their clean scores spread.
+
+    One photo can pass by luck; across many photos the share that pass shows whether the model
+    ranks damage below a clean photo it never saw, or only below the photos it knows.
+    """
+    if not results:
+        raise ValueError("no photos to summarise")
+    keys = list(results[0]["distortions"])
+    clean = np.array([r["clean"] for r in results])
+    return {"photos": len(results),
+            "all_monotonic": sum(r["all_monotonic"] for r in results),
+            "monotonic": {k: sum(r["distortions"][k]["monotonic"] for r in results) for k in keys},
+            "severity_1_below_clean": {k: sum(r["distortions"][k]["scores"][0] < r["clean"] for r in results)
+                                       for k in keys},
+            "clean": {"min": float(clean.min()), "median": float(np.median(clean)), "max": float(clean.max())}}
+
+
+def _falling(clean: float, ladder: list[float]) -> bool:
+    chain = [clean, *ladder]
+    return all(a > b for a, b in zip(chain, chain[1:], strict=False))
 
 
 def explanation_checks(assessor, corpus: Path, out: Path, n: int | None = None, seed: int = 0,
@@ -173,9 +208,31 @@ def explanation_checks(assessor, corpus: Path, out: Path, n: int | None = None, 
                      "explanation": got["explanation"],
                      "names_family": names_family(got["explanation"], family) if family else None,
                      "concluded": concluded_level(got["explanation"])})
+    return summarise_explanations(rows)
+
+
+def names_any_family(text: str) -> bool:
+    """Whether an explanation states any damage at all (a "sharp and well exposed" one names none)."""
+    return any(names_family(text, family) for family in FAMILY_WORDS)
+
+
+def summarise_explanations(rows: list[dict]) -> dict:
+    """The explanation figures from per-image rows (``family`` None for a pristine image).
+
+    Besides the targets, how often a pristine image is called clean (its explanation names no
+    damage) and how often a damaged one is: a model that always names some damage is right on
+    every distorted image it names and wrong on every clean photo a user gives it.
+    """
     distorted = [r for r in rows if r["family"]]
-    return {"images": len(rows), "distorted": len(distorted),
-            "names_family": sum(r["names_family"] for r in distorted) / max(len(distorted), 1),
-            "agreement": sum(r["concluded"] == r["level"] for r in rows) / max(len(rows), 1),
-            "no_conclusion": sum(r["concluded"] is None for r in rows) / max(len(rows), 1),
+    pristine = [r for r in rows if not r["family"]]
+
+    def share(part, whole):
+        return sum(part) / len(whole) if whole else None
+
+    return {"images": len(rows), "distorted": len(distorted), "pristine": len(pristine),
+            "names_family": share([r["names_family"] for r in distorted], distorted) or 0.0,
+            "agreement": share([r["concluded"] == r["level"] for r in rows], rows) or 0.0,
+            "no_conclusion": share([r["concluded"] is None for r in rows], rows) or 0.0,
+            "pristine_called_clean": share([not names_any_family(r["explanation"]) for r in pristine], pristine),
+            "distorted_called_clean": share([not names_any_family(r["explanation"]) for r in distorted], distorted),
             "examples": distorted[:6]}

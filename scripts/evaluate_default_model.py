@@ -1,7 +1,7 @@
 """The default model's targets, measured on a corpus's held-out test sets and on an unseen photo.
 
     python scripts/evaluate_default_model.py --corpus data/qsit-tiny-corpus --out runs/qsit-tiny/eval
-        [--model DIR] [--explain-sample N] [--photo PATH]
+        [--model DIR] [--explain-sample N] [--photo PATH] [--unseen-photos DIR]
 
 Measures (pseudo-MOS from synthetic distortions, not human opinion):
 
@@ -12,13 +12,16 @@ Measures (pseudo-MOS from synthetic distortions, not human opinion):
   named damage is there and when it is not);
 * on every test image (or a seeded sample), how often the explanation names the family of a
   distorted image's damage, and how often the level it concludes with equals the scored level
-  (agreement, pristine images included);
+  (agreement, pristine images included), and how often a pristine or a distorted image is
+  called clean (its explanation names no damage);
 * on a photo in none of the corpus sources (matplotlib's Grace Hopper portrait by default),
   whether blur, noise, JPEG and darkening at three severities each score below the clean photo
-  and monotonically lower with severity.
+  and monotonically lower with severity (noise, drawn at random, as the mean of 8 draws);
+  with ``--unseen-photos DIR``, the same on every photo of a folder, counted (not a target:
+  one photo can pass by luck).
 
 Writes ``targets.json``, ``targets.md``, a scatter of predicted score vs pseudo-MOS, a score
-histogram per level of the pseudo-MOS, and the monotonicity plot. Evaluation caches (scores,
+histogram per level of the pseudo-MOS, and the monotonicity plots. Evaluation caches (scores,
 answers) live beside them, so an interrupted run resumes.
 """
 
@@ -50,7 +53,9 @@ def plot_monotonic(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for key, d in result["distortions"].items():
-        ax.plot([0, *MONOTONIC_SEVERITIES], [result["clean"], *d["scores"]], "o-", label=key)
+        [line] = ax.plot([0, *MONOTONIC_SEVERITIES], [result["clean"], *d["scores"]], "o-", label=key)
+        for sev, draws in zip(MONOTONIC_SEVERITIES, d.get("draw_scores", []), strict=False):
+            ax.plot([sev] * len(draws), draws, ".", color=line.get_color(), alpha=0.35, ms=4)
     ax.set_xlabel("severity (0 = clean)")
     ax.set_ylabel("score (1..5)")
     ax.set_title(f"unseen photo: {Path(result['photo']).name}", fontsize=9)
@@ -98,11 +103,71 @@ def markdown(t: dict) -> str:
         f"{sum(d['monotonic'] for d in m['distortions'].values())}/{len(m['distortions'])} "
         f"({', '.join(k for k, d in m['distortions'].items() if d['monotonic']) or 'none'}) | 4/4 |",
     ]
+    random_ones = {k: d for k, d in m["distortions"].items() if "draw_scores" in d}
+    if random_ones:
+        lines.append(f"\nUnseen photo: a random damage scores as the mean of {m['draws']} draws; single draws "
+                     "with a monotonic ladder: " + ", ".join(f"{k} {100 * d['draws_monotonic']:.0f} %"
+                                                             for k, d in random_ones.items()) + ".")
+    e = t["explain"]
+    if e.get("pristine"):
+        lines.append(f"\nNot a target: the explanation calls {100 * e['pristine_called_clean']:.1f} % of the "
+                     f"{e['pristine']} pristine test images clean (names no damage), and "
+                     f"{100 * e['distorted_called_clean']:.1f} % of the {e['distorted']} distorted ones.")
+    many = t.get("unseen_photos")
+    if many:
+        lines.append(f"\nNot a target: on {many['photos']} more photos in none of the sources, all four distortions "
+                     f"fall monotonically below clean on {many['all_monotonic']}; per distortion "
+                     + ", ".join(f"{k} {n}" for k, n in many["monotonic"].items())
+                     + f"; clean scores {many['clean']['min']:.2f}–{many['clean']['max']:.2f} "
+                     f"(median {many['clean']['median']:.2f}).")
     picked = t["llvisionqa"].get("likelihood_of_answer")
     if picked:
         lines.append(f"\nNot a target: LLVisionQA by the likelihood of each whole answer (the option the model "
                      f"would pick if it kept to the list) {100 * picked['accuracy']:.1f} %.")
     return "\n".join(lines) + "\n"
+
+
+def unseen_photos_check(assessor, folder: Path, out: Path) -> dict:
+    """The unseen-photo check on every photo of a folder: per-photo results and their summary."""
+    from tqdm.auto import tqdm
+
+    from evals.targets import monotonicity_summary
+    from qsit.images import find_images
+
+    photos, problems = find_images([folder], recursive=False)
+    if problems:
+        raise SystemExit(f"--unseen-photos: {'; '.join(problems)}")
+    results = [monotonicity(assessor, p) for p in tqdm(photos, desc="unseen photos", unit="photo")]
+    plot_unseen_photos(results, out / "unseen_photos.png")
+    return {"folder": str(folder), **monotonicity_summary(results),
+            "per_photo": {Path(r["photo"]).name: {"clean": r["clean"],
+                                                 **{k: d["scores"] for k, d in r["distortions"].items()}}
+                          for r in results}}
+
+
+def plot_unseen_photos(results: list[dict], path: Path) -> None:
+    """Each distortion's ladder minus the clean photo's score, one thin line a photo, the median bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(results[0]["distortions"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.9), sharey=True)
+    xs = [0, *MONOTONIC_SEVERITIES]
+    for ax, key in zip(axes, keys, strict=True):
+        drops = np.array([[0.0, *(s - r["clean"] for s in r["distortions"][key]["scores"])] for r in results])
+        for row in drops:
+            ax.plot(xs, row, color="tab:blue" if np.all(np.diff(row) < 0) else "tab:red", lw=0.7, alpha=0.5)
+        ax.plot(xs, np.median(drops, axis=0), "k-o", lw=2, ms=3)
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_title(f"{key}: {sum(np.all(np.diff(r) < 0) for r in drops)}/{len(results)}", fontsize=9)
+        ax.set_xlabel("severity")
+    axes[0].set_ylabel("score − clean score")
+    fig.suptitle(f"{len(results)} photos in none of the sources (red: not falling monotonically)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def test_list(path: Path, out: Path, limit: int | None) -> Path:
@@ -132,6 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--explain-sample", type=int, help="explain a seeded sample of this many test images "
                    "(default: all of them)")
     p.add_argument("--photo", help="a photo in none of the corpus sources (default: Grace Hopper)")
+    p.add_argument("--unseen-photos", help="a folder of more photos in none of the corpus sources: the "
+                   "unseen-photo check on each of them, summarised (not a target)")
     p.add_argument("--limit", type=int, help="a seeded sample of this many test images per set (a quick check)")
     args = p.parse_args(argv)
     corpus, out = Path(args.corpus), Path(args.out)
@@ -153,6 +220,8 @@ def main(argv=None) -> int:
     explain = explanation_checks(assessor, corpus, out, args.explain_sample)
     mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())
     plot_monotonic(mono, out / "monotonic.png")
+    if args.unseen_photos:
+        many = unseen_photos_check(assessor, Path(args.unseen_photos), out)
     targets = {
         "model": assessor.model_id,
         "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
@@ -166,6 +235,8 @@ def main(argv=None) -> int:
                                                 "by_type": {k: v["accuracy"] for k, v in picked["by_type"].items()}}},
         "explain": explain, "monotonicity": mono,
     }
+    if args.unseen_photos:
+        targets["unseen_photos"] = many
     (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")
     (out / "targets.md").write_text(markdown(targets))
     print(markdown(targets))

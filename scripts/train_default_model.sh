@@ -12,6 +12,9 @@ CONFIGS=qsit/configs/train
 PHOTOS=data/photos/wallpapers
 # 24 photographs from Debian's wallpaper packages (apt-get download; every step resumes)
 $QSIT build wallpapers --out "$PHOTOS"
+# 13 more, in no stage: the evaluation's unseen-photo check runs on each of them too
+UNSEEN=data/photos/lomiri
+$QSIT build wallpapers --packages lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 --out "$UNSEEN"
 if [ -f "$CORPUS/manifest.json" ] && ! { grep -q "\"photos\": \"$PHOTOS\"" "$CORPUS/manifest.json" &&
     grep -q '"mcq_answers": "words"' "$CORPUS/manifest.json" &&
     grep -q '"severity_words": "level"' "$CORPUS/manifest.json"; }; then
@@ -30,7 +33,9 @@ $QSIT train $CONFIGS/qsit-tiny-3-mix.yaml
 $QSIT train $CONFIGS/qsit-tiny-4-align.yaml
 if [ "${EXPORT:-1}" = 1 ]; then
   $PY scripts/export_default_model.py runs/qsit-tiny/4-align/final qsit/assets/qsit-tiny
-  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model qsit/assets/qsit-tiny --out runs/qsit-tiny/eval
+  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model qsit/assets/qsit-tiny --out runs/qsit-tiny/eval \
+    --unseen-photos "$UNSEEN"
 else
-  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model runs/qsit-tiny/4-align/final --out runs/qsit-tiny/eval
+  $PY scripts/evaluate_default_model.py --corpus "$CORPUS" --model runs/qsit-tiny/4-align/final --out runs/qsit-tiny/eval \
+    --unseen-photos "$UNSEEN"
 fi

@@ -48,6 +48,19 @@ def test_clean_scores_above_heavy_blur_and_noise(default_assessor):
         assert result["distortions"][key]["scores"][-1] < result["clean"] - 0.5, key
 
 
+def test_a_random_damage_is_scored_as_the_mean_of_its_draws(default_assessor):
+    from evals.targets import default_unseen_photo, monotonicity
+
+    result = monotonicity(default_assessor, default_unseen_photo(), draws=3)
+    noise = result["distortions"]["gaussian_noise"]
+    assert [len(d) for d in noise["draw_scores"]] == [3, 3, 3]
+    assert len({round(s, 6) for s in noise["draw_scores"][0]}) == 3  # three different noise patterns
+    assert noise["scores"] == pytest.approx([float(np.mean(d)) for d in noise["draw_scores"]])
+    assert noise["draws_monotonic"] in (0, 1 / 3, 2 / 3, 1)
+    blur = result["distortions"]["defocus_blur"]  # nothing random: scored once
+    assert "draw_scores" not in blur and blur["draws_monotonic"] == float(blur["monotonic"])
+
+
 def test_model_card_rows_recomputed_from_the_checkpoint(default_assessor):
     """The unseen-photo rows of the card (clean score and every distortion × severity), to 1e-3."""
     from evals.targets import default_unseen_photo, monotonicity
@@ -81,3 +94,24 @@ def test_a_normal_run_shows_no_library_loading_bars(capsys, monkeypatch):
     assert main(["assess", str(ROOT / "examples" / "hopper.jpg"), "--max-new-tokens", "4"]) == 0
     err = capsys.readouterr().err
     assert "qsit: loading" in err and "Loading weights" not in err
+
+
+def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("evaluate_default_model",
+                                                  ROOT / "scripts" / "evaluate_default_model.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("hopper.jpg", "china.jpg"):
+        shutil.copy(ROOT / "examples" / name, photos / name)
+    (photos / "notes.txt").write_text("not a photo")  # skipped: only image files are checked
+    many = script.unseen_photos_check(default_assessor, photos, tmp_path)
+    assert many["photos"] == 2 and set(many["per_photo"]) == {"hopper.jpg", "china.jpg"}
+    assert 0 <= many["all_monotonic"] <= 2 and all(0 <= n <= 2 for n in many["monotonic"].values())
+    clean = [p["clean"] for p in many["per_photo"].values()]
+    assert many["clean"]["min"] == min(clean) and many["clean"]["max"] == max(clean)
+    assert (tmp_path / "unseen_photos.png").stat().st_size > 0

@@ -359,3 +359,39 @@ def test_explanation_checks_cover_pristine_and_distorted_images_and_resume(asses
     assert again == first and (tmp_path / "explain_cache.jsonl").read_text().splitlines() == cached
     sample = explanation_checks(assessor, small_corpus, tmp_path, n=3)
     assert sample["images"] == 3
+
+
+def test_explanation_summary_counts_clean_calls_on_pristine_and_distorted_images():
+    from evals.targets import summarise_explanations
+
+    clean = "The image is sharp and well exposed, with no visible noise or artifacts. Overall, the quality of the image is excellent."
+    noisy = "The image suffers from mild shot noise. Overall, the quality of the image is good."
+    rows = [
+        {"family": None, "explanation": clean, "names_family": None, "concluded": "excellent", "level": "excellent"},
+        {"family": None, "explanation": noisy, "names_family": None, "concluded": "good", "level": "good"},
+        {"family": "noise", "explanation": noisy, "names_family": True, "concluded": "good", "level": "fair"},
+        {"family": "blur", "explanation": noisy, "names_family": False, "concluded": "good", "level": "good"},
+        {"family": "blur", "explanation": clean, "names_family": False, "concluded": "excellent", "level": "excellent"},
+    ]
+    s = summarise_explanations(rows)
+    assert (s["images"], s["distorted"], s["pristine"]) == (5, 3, 2)
+    assert s["pristine_called_clean"] == 0.5 and s["distorted_called_clean"] == 1 / 3
+    assert s["names_family"] == 1 / 3 and s["agreement"] == 4 / 5
+    assert summarise_explanations(rows[2:])["pristine_called_clean"] is None
+
+
+def test_monotonicity_summary_counts_photos_that_pass():
+    from evals.targets import monotonicity_summary
+
+    def photo(clean, blur, noise):
+        ladders = {"blur": blur, "noise": noise}
+        return {"clean": clean, "all_monotonic": all(s[0] < clean and s[0] > s[1] > s[2] for s in ladders.values()),
+                "distortions": {k: {"scores": s, "monotonic": s[0] < clean and s[0] > s[1] > s[2]}
+                                for k, s in ladders.items()}}
+
+    s = monotonicity_summary([photo(4.5, [4, 3, 2], [4, 3, 2]), photo(3.0, [2.5, 2, 1.5], [3.5, 2, 1])])
+    assert s["photos"] == 2 and s["all_monotonic"] == 1
+    assert s["monotonic"] == {"blur": 2, "noise": 1} and s["severity_1_below_clean"] == {"blur": 2, "noise": 1}
+    assert s["clean"] == {"min": 3.0, "median": 3.75, "max": 4.5}
+    with pytest.raises(ValueError, match="no photos"):
+        monotonicity_summary([])
