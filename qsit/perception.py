@@ -300,6 +300,14 @@ def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
             "mos_srcc": float(spearmanr(p["mos"], t["mos"])[0])}
 
 
+def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std) -> TileSampler:
+    """The stage's sampler of tiles, as its config (``PerceptionConfig``) asks for them."""
+    fraction = {} if pc.pristine_fraction is None else {"pristine_fraction": pc.pristine_fraction}
+    return TileSampler(photos, tile, names, mean, std, corpus_side=pc.corpus_side,
+                       tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,
+                       window_side=pc.window_side, tiles_per_window=pc.tiles_per_window, **fraction)
+
+
 def train_perception(recipe) -> tuple[Path, dict | None, int]:
     """Run the perception stage of ``recipe`` (a TrainRecipe after setup).
 
@@ -330,10 +338,8 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     train_photos, val_photos = split_photos(photos, pc.val_photos, cfg.train.seed)
     n_classes = len(names) + 1
     heads = perception_heads(tower.config.hidden_size, n_classes, pc.severity_per_distortion)
-    make = lambda ps: TileSampler(ps, tile, names, ip.image_mean, ip.image_std, corpus_side=pc.corpus_side,  # noqa: E731
-                                  tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,
-                                  window_side=pc.window_side, tiles_per_window=pc.tiles_per_window)
-    train_sampler, val_sampler = make(train_photos), make(val_photos) if val_photos else None
+    train_sampler = tile_sampler(pc, train_photos, tile, names, ip.image_mean, ip.image_std)
+    val_sampler = tile_sampler(pc, val_photos, tile, names, ip.image_mean, ip.image_std) if val_photos else None
     params = [p for p in tower.parameters()] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=int(0.03 * pc.steps),

@@ -128,6 +128,9 @@ class PerceptionConfig:
     severity_per_distortion: bool = False
     """One severity regression per distortion (read at the tile's own) instead of one for all, whose
     single direction in the features must serve every distortion's scale."""
+    pristine_fraction: float | None = None
+    """Share of drawn windows left undamaged (default: a sixth). Pairs for ``ranking_weight`` keep
+    their own (one pair in three holds the pristine tile)."""
     ranking_weight: float = 0.0
     """> 0: tiles come in pairs (one window and distortion, two severities) and the pseudo-MOS
     head also learns to order each pair, with this weight (RankIQA-style ranking)."""
@@ -319,6 +322,9 @@ def check(cfg: TrainConfig) -> None:
             raise ConfigError("perception.tiles_per_window must be >= 1 and divide batch_size, and > 1 needs "
                               f"window_side and no ranking_weight; got {p.tiles_per_window} with batch_size "
                               f"{p.batch_size}, window_side {p.window_side}, ranking_weight {p.ranking_weight}")
+        if p.pristine_fraction is not None and not (0 <= p.pristine_fraction < 1 and not p.ranking_weight):
+            raise ConfigError("perception.pristine_fraction must be in [0, 1) and cannot be set with ranking_weight "
+                              f"(pairs draw their own), got {p.pristine_fraction}")
         if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
             raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
                               f"got {p.ranking_weight} with batch_size {p.batch_size}")

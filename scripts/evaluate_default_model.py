@@ -127,17 +127,23 @@ def markdown(t: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unseen_photos_check(assessor, folder: Path, out: Path) -> dict:
-    """The unseen-photo check on every photo of a folder: per-photo results and their summary."""
-    from tqdm.auto import tqdm
-
-    from evals.targets import monotonicity_summary
+def photos_in(folder: Path) -> list[Path]:
+    """The image files of a folder, or an error that names what is wrong with it."""
     from qsit.images import find_images
 
     photos, problems = find_images([folder], recursive=False)
     if problems:
         raise SystemExit(f"--unseen-photos: {'; '.join(problems)}")
-    results = [monotonicity(assessor, p) for p in tqdm(photos, desc="unseen photos", unit="photo")]
+    return photos
+
+
+def unseen_photos_check(assessor, folder: Path, out: Path) -> dict:
+    """The unseen-photo check on every photo of a folder: per-photo results and their summary."""
+    from tqdm.auto import tqdm
+
+    from evals.targets import monotonicity_summary
+
+    results = [monotonicity(assessor, p) for p in tqdm(photos_in(folder), desc="unseen photos", unit="photo")]
     plot_unseen_photos(results, out / "unseen_photos.png")
     return {"folder": str(folder), **monotonicity_summary(results),
             "per_photo": {Path(r["photo"]).name: {"clean": r["clean"],
@@ -202,6 +208,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="a seeded sample of this many test images per set (a quick check)")
     args = p.parse_args(argv)
     corpus, out = Path(args.corpus), Path(args.out)
+    if args.unseen_photos:
+        photos_in(Path(args.unseen_photos))  # a wrong folder fails now, not after the whole evaluation
     out.mkdir(parents=True, exist_ok=True)
     assessor = Assessor.from_pretrained(resolve_model(args.model), device="cpu")
     iqa_list, qa_list = (test_list(corpus / "tests" / name, out, args.limit) for name in ("iqa.json", "llvisionqa.json"))

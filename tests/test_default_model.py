@@ -115,3 +115,6 @@ def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
     clean = [p["clean"] for p in many["per_photo"].values()]
     assert many["clean"]["min"] == min(clean) and many["clean"]["max"] == max(clean)
     assert (tmp_path / "unseen_photos.png").stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="has no images"):
+        script.photos_in(tmp_path / "empty")

@@ -183,6 +183,24 @@ def test_config_needs_photos_and_a_known_stage(small_corpus, tmp_path):
                                       "perception.tiles_per_window=5"]))
     with pytest.raises(ConfigError, match="needs window_side"):
         validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.tiles_per_window=4"]))
+    with pytest.raises(ConfigError, match="pristine_fraction"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.pristine_fraction=1.0"]))
+    with pytest.raises(ConfigError, match="pristine_fraction"):
+        validate(load_config(STAGE1, [f"output_dir={tmp_path}", "perception.pristine_fraction=0.3",
+                                      "perception.ranking_weight=1"]))
+
+
+def test_the_share_of_undamaged_tiles_follows_the_config(small_corpus, tmp_path):
+    photos = find_photos([small_corpus / "photos" / "train"])
+
+    def pristine_share(*overrides):
+        pc = load_config(STAGE1, [f"output_dir={tmp_path}", *overrides]).perception
+        sampler = perception.tile_sampler(pc, photos, 32, ["gaussian_noise", "jpeg"], [0.5] * 3, [0.5] * 3)
+        return np.mean([sampler.draw(np.random.default_rng([5, i])).distortion == 2 for i in range(120)])
+
+    assert 0.08 < pristine_share() < 0.27  # a sixth by default
+    assert 0.6 < pristine_share("perception.pristine_fraction=0.75") < 0.9
+    assert pristine_share("perception.pristine_fraction=0") == 0
 
 
 @pytest.mark.slow
