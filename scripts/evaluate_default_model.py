@@ -163,11 +163,12 @@ def plot_unseen_photos(results: list[dict], path: Path) -> None:
     xs = [0, *MONOTONIC_SEVERITIES]
     for ax, key in zip(axes, keys, strict=True):
         drops = np.array([[0.0, *(s - r["clean"] for s in r["distortions"][key]["scores"])] for r in results])
-        for row in drops:
-            ax.plot(xs, row, color="tab:blue" if np.all(np.diff(row) < 0) else "tab:red", lw=0.7, alpha=0.5)
+        falling = [r["distortions"][key]["monotonic"] for r in results]
+        for row, ok in zip(drops, falling, strict=True):
+            ax.plot(xs, row, color="tab:blue" if ok else "tab:red", lw=0.7, alpha=0.5)
         ax.plot(xs, np.median(drops, axis=0), "k-o", lw=2, ms=3)
         ax.axhline(0, color="grey", lw=0.6)
-        ax.set_title(f"{key}: {sum(np.all(np.diff(r) < 0) for r in drops)}/{len(results)}", fontsize=9)
+        ax.set_title(f"{key}: {sum(falling)}/{len(results)}", fontsize=9)
         ax.set_xlabel("severity")
     axes[0].set_ylabel("score − clean score")
     fig.suptitle(f"{len(results)} photos in none of the sources (red: not falling monotonically)", fontsize=9)
