@@ -137,6 +137,23 @@ def crop_and_resize(img: Image.Image, size: int, rng: np.random.Generator, scale
     return crop.resize((max(8, round(cw * f)), max(8, round(ch * f))), Image.LANCZOS)
 
 
+def damaged_image_name(key: str, region: str | None, severity: int) -> str:
+    """A damaged corpus image's file name: ``jpeg_s3.png``, ``motion_blur_left_s2.png`` (the
+    region's first word)."""
+    tag = f"{key}_{region.split()[0]}" if region else key
+    return f"{tag}_s{severity}.png"
+
+
+def damage_in_name(path: str | Path) -> tuple[str | None, int]:
+    """(distortion, severity) read back from a corpus image's file name; (None, 0) for ``pristine.png``."""
+    tag, _, severity = Path(path).stem.rpartition("_s")
+    if not tag or not severity.isdigit():
+        return None, 0
+    for region in REGIONS:
+        tag = tag.removesuffix(f"_{region.split()[0]}")
+    return tag, int(severity)
+
+
 def similarity(reference: np.ndarray, distorted: np.ndarray) -> float:
     """Mean luminance SSIM at full and half resolution (a two-scale full-reference similarity)."""
     from skimage.metrics import structural_similarity
@@ -204,11 +221,10 @@ def render_corpus(out: Path, cfg: SyntheticConfig, progress: bool = True) -> lis
                     region = None
                     if DISTORTIONS[key].regional and rng.random() < cfg.regional_fraction:
                         region = REGIONS[int(rng.integers(len(REGIONS)))]
-                    tag = f"{key}_{region.split()[0]}" if region else str(key)
                     ladder, sims = [], []
                     for sev in range(1, 6):
                         y = apply(ref, str(key), sev, rng, region=region)
-                        rel = f"images/{split}/{base}/{tag}_s{sev}.png"
+                        rel = f"images/{split}/{base}/{damaged_image_name(str(key), region, sev)}"
                         Image.fromarray((y * 255 + 0.5).astype(np.uint8)).save(out / rel)
                         sims.append(similarity(ref, y))
                         ladder.append(CorpusImage(rel, base, source, base_split, str(key), sev, region))

@@ -186,18 +186,17 @@ def explanation_checks(assessor, corpus: Path, out: Path, n: int | None = None, 
     from tqdm.auto import tqdm
 
     from data_builders.distortions import DISTORTIONS
+    from data_builders.synthetic import damage_in_name
     from evals.common import SampleCache
 
     d1 = [json.loads(line) for line in (corpus / "d1" / "records.jsonl").open()]
     tests = sorted((r for r in d1 if r["split"] == "test"), key=lambda r: r["id"])
     if n:
         tests = random.Random(seed).sample(tests, min(n, len(tests)))
-    keys = sorted(DISTORTIONS, key=len, reverse=True)  # longest first: motion_blur before blur
     cache = SampleCache(out / "explain_cache.jsonl")
     rows = []
     for r in tqdm(tests, desc="explanations", unit="img"):
-        stem = Path(r["images"][0]).stem  # e.g. motion_blur_left_s3 or pristine
-        key = None if stem == "pristine" else next(k for k in keys if stem.startswith(k))
+        key, _ = damage_in_name(r["images"][0])
         ck = f"{assessor.cache_id}|{r['id']}"
         if ck not in cache:
             a = assessor.assess(corpus / r["images"][0].split("/", 1)[1], max_new_tokens=max_new_tokens)

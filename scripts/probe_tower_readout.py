@@ -150,19 +150,17 @@ def score_readouts(X, y, photos, Xv, yv, Xt, yt) -> dict:
 
 def severity_of(image_path: str) -> int:
     """The severity in a corpus image's name (``jpeg_s3`` → 3); 0 for the pristine one."""
-    kind, _, severity = damage_of(image_path).rpartition("_s")
-    return int(severity) if kind and severity.isdigit() else 0
+    from data_builders.synthetic import damage_in_name
+
+    return damage_in_name(image_path)[1]
 
 
 def distortion_of(image_path: str) -> str:
     """The distortion of a corpus image, without its region and severity ('motion_blur_left_s2' →
     'motion_blur'); 'pristine' for the pristine one."""
-    from data_builders.distortions import REGIONS
+    from data_builders.synthetic import damage_in_name
 
-    kind = damage_of(image_path).rpartition("_s")[0] or "pristine"
-    for region in REGIONS:  # file names carry the region's first word: 'left part' → '_left'
-        kind = kind.removesuffix(f"_{region.split()[0]}")
-    return kind
+    return damage_in_name(image_path)[0] or "pristine"
 
 
 def severity_ordering(X, train: list, Xt, test: list) -> dict:

@@ -231,3 +231,14 @@ def test_family_choices_need_the_list_to_answer_and_leave_the_rest_as_it_was(tmp
         assert families[options.index(answer)] == DISTORTIONS[key].family
         worded["family" if answer in by_family_word else "name"] += 1
     assert min(worded.values()) > 0
+
+
+def test_a_damaged_image_name_reads_back_as_its_damage():
+    from data_builders.distortions import DISTORTIONS, REGIONS
+    from data_builders.synthetic import damage_in_name, damaged_image_name
+
+    for key in DISTORTIONS:  # motion_blur must not read as a region-less "blur", nor "_left" stay on
+        for region in (None, *REGIONS):
+            assert damage_in_name(f"images/test/x_c0/{damaged_image_name(key, region, 4)}") == (key, 4)
+    assert damaged_image_name("motion_blur", "left part", 2) == "motion_blur_left_s2.png"
+    assert damage_in_name("images/test/x_c0/pristine.png") == (None, 0)
