@@ -166,6 +166,23 @@ def similarity(reference: np.ndarray, distorted: np.ndarray) -> float:
     return float((full + half) / 2)
 
 
+def similarity_map(reference: np.ndarray, distorted: np.ndarray, block: int) -> np.ndarray:
+    """``similarity`` per ``block``-px square (the mean of the two scales' SSIM maps over it), rows
+    first: where in the image the damage shows, and how much, against the content that is there."""
+    from skimage.metrics import structural_similarity
+    from skimage.transform import rescale
+
+    def blocks(ssim: np.ndarray, side: int) -> np.ndarray:
+        h, w = ssim.shape[0] // side, ssim.shape[1] // side
+        return ssim[:h * side, :w * side].reshape(h, side, w, side).mean((1, 3))
+
+    a, b = reference.mean(-1), distorted.mean(-1)
+    full = structural_similarity(a, b, data_range=1.0, full=True)[1]
+    half = structural_similarity(rescale(a, 0.5, anti_aliasing=True), rescale(b, 0.5, anti_aliasing=True),
+                                 data_range=1.0, full=True)[1]
+    return (blocks(full, block) + blocks(half, block // 2)) / 2
+
+
 def pseudo_mos_ladder(similarities: list[float]) -> list[float]:
     """0..100 scores for severities 1..5 of one ladder: ``100·q³``, strictly decreasing, below 100."""
     out, previous = [], 100.0

@@ -12,7 +12,10 @@ time — and trains it, through small heads on its mean-pooled last features
 * its severity (0..5, as a regression; with ``severity_per_distortion`` one
   regression for each distortion, read at the tile's own), and
 * a pseudo-MOS of the tile (``100·SSIM₂³`` against its pristine tile, the
-  corpus's own formula).
+  corpus's own formula), and with ``local_mos_weight`` > 0
+* the same pseudo-MOS of each patch, from every patch token (a quality map, as
+  BIECON trains on local full-reference scores): 64 labels a tile instead of one,
+  each tying a damage's cost to the content under that patch.
 
 With ``ranking_weight`` > 0 the tiles come in pairs: one window, one distortion, two
 severities (or one of them pristine), and the pseudo-MOS head is also taught to *order*
@@ -78,6 +81,8 @@ class Sample:
     """Index into the distortion list; len(list) means pristine."""
     severity: int
     mos: float
+    local: np.ndarray | None = None
+    """(patches,) pseudo-MOS of each patch, rows first, when the sampler draws quality maps."""
 
 
 class TileSampler:
@@ -86,7 +91,7 @@ class TileSampler:
     def __init__(self, photos: list[Path], tile: int, distortions: list[str], mean, std,
                  scale_range: tuple[float, float] = (0.45, 1.0), pristine_fraction: float = 1 / 6,
                  corpus_side: int = 256, tile_rescale: tuple[float, float] | None = None,
-                 window_side: int | None = None, tiles_per_window: int = 1):
+                 window_side: int | None = None, tiles_per_window: int = 1, local_block: int | None = None):
         from PIL import Image
 
         from qsit.images import load_image
@@ -104,6 +109,7 @@ class TileSampler:
         self.window_side = window_side or tile + tile // 2
         self.tile_anywhere = window_side is not None
         self.tiles_per_window = tiles_per_window
+        self.local_block = local_block
         # Photos are kept at most twice the corpus size: a tile then covers what a tile of a
         # corpus image (or of a user photo after the processor's resize) covers, give or take the scale.
         self.photos = []
@@ -173,7 +179,17 @@ class TileSampler:
         ref_tile, tile = self._cut(window, box), self._cut(out, box)
         mos = 100.0 if sev == 0 else 100.0 * max(similarity(ref_tile, tile), 0.0) ** 3
         pixels = (np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32) - self.mean) / self.std
-        return Sample(pixels, d, sev, float(mos))
+        return Sample(pixels, d, sev, float(mos), self._local(ref_tile, tile, sev))
+
+    def _local(self, ref_tile: np.ndarray, tile: np.ndarray, sev: int) -> np.ndarray | None:
+        from data_builders.synthetic import similarity_map
+
+        if self.local_block is None:
+            return None
+        if sev == 0:
+            return np.full((self.tile // self.local_block) ** 2, 100.0, np.float32)
+        q = similarity_map(ref_tile, tile, self.local_block)
+        return (100.0 * np.clip(q, 0.0, None) ** 3).astype(np.float32).ravel()
 
     def draw(self, rng: np.random.Generator) -> Sample:
         return self.draw_group(rng, 1)[0]
@@ -221,34 +237,42 @@ def _batches(sampler: TileSampler, batch_size: int, seed: int, start_step: int, 
             samples = ([s for _ in range(batch_size // 2) for s in sampler.draw_pair(rng)] if pairs
                        else [s for _ in range(batch_size // sampler.tiles_per_window)
                              for s in sampler.draw_group(rng)])
+            local = (torch.from_numpy(np.stack([s.local for s in samples])) if sampler.local_block
+                     else torch.zeros(len(samples), 0))
             return (torch.from_numpy(np.stack([s.pixels for s in samples])),
                     torch.tensor([s.distortion for s in samples]),
                     torch.tensor([s.severity for s in samples], dtype=torch.float32),
-                    torch.tensor([s.mos for s in samples], dtype=torch.float32))
+                    torch.tensor([s.mos for s in samples], dtype=torch.float32), local)
 
     return iter(torch.utils.data.DataLoader(_Steps(), batch_size=None, num_workers=workers,
                                             persistent_workers=workers > 0))
 
 
-def perception_heads(hidden: int, n_classes: int, severity_per_distortion: bool = False):
+def perception_heads(hidden: int, n_classes: int, severity_per_distortion: bool = False, local: bool = False):
     import torch
 
-    return torch.nn.ModuleDict({
-        "distortion": torch.nn.Linear(hidden, n_classes),
-        "severity": torch.nn.Linear(hidden, n_classes if severity_per_distortion else 1),
-        "mos": torch.nn.Linear(hidden, 1),
-    })
+    heads = {"distortion": torch.nn.Linear(hidden, n_classes),
+             "severity": torch.nn.Linear(hidden, n_classes if severity_per_distortion else 1),
+             "mos": torch.nn.Linear(hidden, 1)}
+    if local:  # read from every patch token, not from their mean
+        heads["local"] = torch.nn.Linear(hidden, 1)
+    return torch.nn.ModuleDict(heads)
 
 
-def tower_features(vision_tower, pixels):
-    """Mean of the tower's last hidden states: what the projector sees, pooled."""
-    return vision_tower(pixel_values=pixels).last_hidden_state.mean(1)
+def tower_tokens(vision_tower, pixels):
+    """The tower's last hidden states, one per patch: what the projector sees."""
+    return vision_tower(pixel_values=pixels).last_hidden_state
 
 
-def head_outputs(heads, feats) -> dict:
+def head_outputs(heads, tokens) -> dict:
+    """The heads on (B, patches, hidden) tokens: the tile's heads on their mean, ``local`` on each."""
+    feats = tokens.mean(1)
     severity = heads["severity"](feats) * 5  # (B, 1), or (B, distortions + 1): one per distortion
-    return {"distortion": heads["distortion"](feats), "severity": severity.squeeze(-1) if severity.shape[-1] == 1
-            else severity, "mos": heads["mos"](feats).squeeze(-1) * 100}
+    out = {"distortion": heads["distortion"](feats), "severity": severity.squeeze(-1) if severity.shape[-1] == 1
+           else severity, "mos": heads["mos"](feats).squeeze(-1) * 100}
+    if "local" in heads:
+        out["local"] = heads["local"](tokens).squeeze(-1) * 100
+    return out
 
 
 def severity_of(out: dict, distortion):
@@ -261,12 +285,15 @@ RANK_MARGIN = 0.05
 """How far (in pseudo-MOS / 100) the lighter tile of a pair must score above the heavier."""
 
 
-def losses(out: dict, distortion, severity, mos, ranking_weight: float = 0.0) -> dict:
+def losses(out: dict, distortion, severity, mos, ranking_weight: float = 0.0, local=None,
+           local_weight: float = 0.0) -> dict:
     import torch.nn.functional as F
 
     parts = {"distortion": F.cross_entropy(out["distortion"], distortion),
              "severity": F.mse_loss(severity_of(out, distortion) / 5, severity / 5),
              "mos": F.mse_loss(out["mos"] / 100, mos / 100)}
+    if local_weight > 0:
+        parts["local"] = local_weight * F.mse_loss(out["local"] / 100, local / 100)
     if ranking_weight > 0:  # tiles 2i, 2i+1 are a pair; order them as their pseudo-MOS does
         pred, true = out["mos"].view(-1, 2) / 100, mos.view(-1, 2)
         sign = (true[:, 0] - true[:, 1]).sign()
@@ -276,36 +303,44 @@ def losses(out: dict, distortion, severity, mos, ranking_weight: float = 0.0) ->
 
 
 def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
-    """Held-out metrics: distortion accuracy, severity and pseudo-MOS SRCC."""
+    """Held-out metrics: distortion accuracy, severity and pseudo-MOS SRCC (and the patches'
+    pseudo-MOS SRCC, over every patch of every tile, where the heads read one)."""
     import torch
     from scipy.stats import spearmanr
 
-    preds = {"distortion": [], "severity": [], "mos": []}
-    truth = {"distortion": [], "severity": [], "mos": []}
+    keys = ("distortion", "severity", "mos") + (("local",) if "local" in heads else ())
+    preds, truth = {k: [] for k in keys}, {k: [] for k in keys}
     vision_tower.eval()
     with torch.no_grad():
-        for pixels, d, sev, mos in batches:
-            out = head_outputs(heads, tower_features(vision_tower, pixels))
+        for pixels, d, sev, mos, local in batches:
+            out = head_outputs(heads, tower_tokens(vision_tower, pixels))
             preds["distortion"].append(out["distortion"].argmax(-1))
             preds["severity"].append(severity_of(out, d))  # given the true distortion
             preds["mos"].append(out["mos"])
-            for k, v in (("distortion", d), ("severity", sev), ("mos", mos)):
-                truth[k].append(v)
+            if "local" in heads:
+                preds["local"].append(out["local"].flatten())
+            for k, v in (("distortion", d), ("severity", sev), ("mos", mos), ("local", local.flatten())):
+                if k in keys:
+                    truth[k].append(v)
     vision_tower.train()
     p = {k: torch.cat(v).numpy() for k, v in preds.items()}
     t = {k: torch.cat(v).numpy() for k, v in truth.items()}
     distorted = t["distortion"] < n_classes - 1
-    return {"distortion_accuracy": float((p["distortion"] == t["distortion"]).mean()),
-            "severity_srcc": float(spearmanr(p["severity"][distorted], t["severity"][distorted])[0]),
-            "mos_srcc": float(spearmanr(p["mos"], t["mos"])[0])}
+    metrics = {"distortion_accuracy": float((p["distortion"] == t["distortion"]).mean()),
+               "severity_srcc": float(spearmanr(p["severity"][distorted], t["severity"][distorted])[0]),
+               "mos_srcc": float(spearmanr(p["mos"], t["mos"])[0])}
+    if "local" in keys:
+        metrics["local_mos_srcc"] = float(spearmanr(p["local"], t["local"])[0])
+    return metrics
 
 
-def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std) -> TileSampler:
+def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std, patch: int = 8) -> TileSampler:
     """The stage's sampler of tiles, as its config (``PerceptionConfig``) asks for them."""
     fraction = {} if pc.pristine_fraction is None else {"pristine_fraction": pc.pristine_fraction}
     return TileSampler(photos, tile, names, mean, std, corpus_side=pc.corpus_side,
                        tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,
-                       window_side=pc.window_side, tiles_per_window=pc.tiles_per_window, **fraction)
+                       window_side=pc.window_side, tiles_per_window=pc.tiles_per_window,
+                       local_block=patch if pc.local_mos_weight > 0 else None, **fraction)
 
 
 def train_perception(recipe) -> tuple[Path, dict | None, int]:
@@ -337,9 +372,10 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     photos = find_photos(pc.photos)
     train_photos, val_photos = split_photos(photos, pc.val_photos, cfg.train.seed)
     n_classes = len(names) + 1
-    heads = perception_heads(tower.config.hidden_size, n_classes, pc.severity_per_distortion)
-    train_sampler = tile_sampler(pc, train_photos, tile, names, ip.image_mean, ip.image_std)
-    val_sampler = tile_sampler(pc, val_photos, tile, names, ip.image_mean, ip.image_std) if val_photos else None
+    heads = perception_heads(tower.config.hidden_size, n_classes, pc.severity_per_distortion, pc.local_mos_weight > 0)
+    patch = tower.config.patch_size
+    train_sampler = tile_sampler(pc, train_photos, tile, names, ip.image_mean, ip.image_std, patch)
+    val_sampler = tile_sampler(pc, val_photos, tile, names, ip.image_mean, ip.image_std, patch) if val_photos else None
     params = [p for p in tower.parameters()] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=int(0.03 * pc.steps),
@@ -372,8 +408,9 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     bar = tqdm(total=pc.steps, initial=state["step"], desc="perception", unit="step", disable=not recipe.progress)
     t0 = time.perf_counter()
     while state["step"] < pc.steps:
-        pixels, d, sev, mos = next(batches)
-        parts = losses(head_outputs(heads, tower_features(tower, pixels)), d, sev, mos, pc.ranking_weight)
+        pixels, d, sev, mos, local = next(batches)
+        parts = losses(head_outputs(heads, tower_tokens(tower, pixels)), d, sev, mos, pc.ranking_weight,
+                       local, pc.local_mos_weight)
         loss = sum(parts.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -424,7 +461,7 @@ def plot_perception(state: dict, path: Path) -> None:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.5))
     steps = [s for s, _ in state["losses"]]
-    for key in ("distortion", "severity", "mos", "ranking"):
+    for key in ("distortion", "severity", "mos", "ranking", "local"):
         if key not in state["losses"][0][1]:
             continue
         values = np.array([v[key] for _, v in state["losses"]])
@@ -435,8 +472,8 @@ def plot_perception(state: dict, path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
-    for key in ("distortion_accuracy", "severity_srcc", "mos_srcc"):
-        pts = [(s, m[key]) for s, m in state["val"]]
+    for key in ("distortion_accuracy", "severity_srcc", "mos_srcc", "local_mos_srcc"):
+        pts = [(s, m[key]) for s, m in state["val"] if key in m]
         if pts:
             bx.plot(*zip(*pts, strict=True), "o-", label=key)
     bx.set_xlabel("step")

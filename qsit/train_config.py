@@ -134,6 +134,9 @@ class PerceptionConfig:
     ranking_weight: float = 0.0
     """> 0: tiles come in pairs (one window and distortion, two severities) and the pseudo-MOS
     head also learns to order each pair, with this weight (RankIQA-style ranking)."""
+    local_mos_weight: float = 0.0
+    """> 0: every patch token also predicts its patch's pseudo-MOS (a quality map from the SSIM
+    maps, as BIECON learns local full-reference scores), with this weight."""
 
 
 @dataclass
@@ -325,6 +328,8 @@ def check(cfg: TrainConfig) -> None:
         if p.pristine_fraction is not None and not (0 <= p.pristine_fraction < 1 and not p.ranking_weight):
             raise ConfigError("perception.pristine_fraction must be in [0, 1) and cannot be set with ranking_weight "
                               f"(pairs draw their own), got {p.pristine_fraction}")
+        if p.local_mos_weight < 0:
+            raise ConfigError(f"perception.local_mos_weight must be >= 0, got {p.local_mos_weight}")
         if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
             raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
                               f"got {p.ranking_weight} with batch_size {p.batch_size}")

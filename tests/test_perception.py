@@ -98,12 +98,12 @@ def test_ranking_loss_orders_each_pair_by_its_pseudo_mos():
 def test_a_severity_per_distortion_is_read_at_the_tiles_own():
     heads = perception.perception_heads(4, 3, severity_per_distortion=True)
     with torch.no_grad():
-        out = perception.head_outputs(heads, torch.randn(2, 4))
+        out = perception.head_outputs(heads, torch.randn(2, 5, 4))
     assert out["severity"].shape == (2, 3)
     distortion = torch.tensor([2, 0])
     np.testing.assert_allclose(perception.severity_of(out, distortion).numpy(),
                                [float(out["severity"][0, 2]), float(out["severity"][1, 0])])
-    shared = perception.head_outputs(perception.perception_heads(4, 3), torch.randn(2, 4))
+    shared = perception.head_outputs(perception.perception_heads(4, 3), torch.randn(2, 5, 4))
     assert perception.severity_of(shared, distortion) is shared["severity"]
 
 
@@ -266,3 +266,33 @@ def test_the_default_recipe_chains_its_stages_and_ships_the_last():
     last = Path(cfgs[-1].output_dir).relative_to(CONFIGS.parents[2]) / "final"
     assert f"export_default_model.py {last} " in script
 
+
+
+def test_quality_map_shows_where_the_damage_is():
+    from data_builders.synthetic import similarity, similarity_map
+
+    rng = np.random.default_rng(0)
+    clean = np.clip(np.cumsum(rng.normal(0, 0.02, (64, 64, 3)), axis=1) + 0.5, 0, 1)
+    noisy = clean.copy()
+    noisy[:, :32] = np.clip(noisy[:, :32] + rng.normal(0, 0.1, (64, 32, 3)), 0, 1)
+    q = similarity_map(clean, noisy, 8)
+    assert q.shape == (8, 8)
+    assert q[:, :4].max() < 0.9 < q[:, 5:].min()  # the noisy left half, the untouched right
+    assert abs(q.mean() - similarity(clean, noisy)) < 0.05
+    np.testing.assert_allclose(similarity_map(clean, clean, 8), 1.0)
+
+
+def test_stage_learns_a_quality_map_from_every_patch(small_corpus, tmp_path):
+    cfg = stage1(small_corpus, tmp_path / "p", "perception.steps=3", "perception.local_mos_weight=1.0")
+    assert run(cfg, progress=False).global_steps == 3
+    saved = torch.load(tmp_path / "p" / "checkpoints" / "perception.pt", weights_only=False)
+    assert all("local" in parts for _, parts in saved["state"]["losses"])
+    assert "local_mos_srcc" in saved["state"]["val"][-1][1] and "local.weight" in saved["heads"]
+    sampler = perception.tile_sampler(cfg.perception, find_photos(cfg.perception.photos), 32,
+                                      ["gaussian_noise"], [0.5] * 3, [0.5] * 3, patch=8)
+    tiles = [sampler.draw(np.random.default_rng([3, i])) for i in range(12)]
+    assert all(t.local.shape == (16,) for t in tiles)
+    assert all((t.local == 100).all() for t in tiles if t.severity == 0)
+    assert all(t.local.mean() < 100 for t in tiles if t.severity >= 3)
+    with pytest.raises(ConfigError, match="local_mos_weight"):
+        validate(stage1(small_corpus, tmp_path / "q", "perception.local_mos_weight=-1"))
