@@ -154,32 +154,30 @@ def damage_in_name(path: str | Path) -> tuple[str | None, int]:
     return tag, int(severity)
 
 
-def similarity(reference: np.ndarray, distorted: np.ndarray) -> float:
-    """Mean luminance SSIM at full and half resolution (a two-scale full-reference similarity)."""
+def _ssim_at_two_scales(reference: np.ndarray, distorted: np.ndarray, full: bool = False):
+    """Luminance SSIM at full and half resolution: the two means, or with ``full`` the two maps."""
     from skimage.metrics import structural_similarity
     from skimage.transform import rescale
 
     a, b = reference.mean(-1), distorted.mean(-1)
-    full = structural_similarity(a, b, data_range=1.0)
-    half = structural_similarity(rescale(a, 0.5, anti_aliasing=True), rescale(b, 0.5, anti_aliasing=True),
-                                 data_range=1.0)
+    halves = rescale(a, 0.5, anti_aliasing=True), rescale(b, 0.5, anti_aliasing=True)
+    return tuple(structural_similarity(x, y, data_range=1.0, full=full) for x, y in ((a, b), halves))
+
+
+def similarity(reference: np.ndarray, distorted: np.ndarray) -> float:
+    """Mean luminance SSIM at full and half resolution (a two-scale full-reference similarity)."""
+    full, half = _ssim_at_two_scales(reference, distorted)
     return float((full + half) / 2)
 
 
 def similarity_map(reference: np.ndarray, distorted: np.ndarray, block: int) -> np.ndarray:
     """``similarity`` per ``block``-px square (the mean of the two scales' SSIM maps over it), rows
     first: where in the image the damage shows, and how much, against the content that is there."""
-    from skimage.metrics import structural_similarity
-    from skimage.transform import rescale
-
     def blocks(ssim: np.ndarray, side: int) -> np.ndarray:
         h, w = ssim.shape[0] // side, ssim.shape[1] // side
         return ssim[:h * side, :w * side].reshape(h, side, w, side).mean((1, 3))
 
-    a, b = reference.mean(-1), distorted.mean(-1)
-    full = structural_similarity(a, b, data_range=1.0, full=True)[1]
-    half = structural_similarity(rescale(a, 0.5, anti_aliasing=True), rescale(b, 0.5, anti_aliasing=True),
-                                 data_range=1.0, full=True)[1]
+    (_, full), (_, half) = _ssim_at_two_scales(reference, distorted, full=True)
     return (blocks(full, block) + blocks(half, block // 2)) / 2
 
 

@@ -334,8 +334,9 @@ def evaluate(vision_tower, heads, batches, n_classes: int) -> dict:
     return metrics
 
 
-def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std, patch: int = 8) -> TileSampler:
-    """The stage's sampler of tiles, as its config (``PerceptionConfig``) asks for them."""
+def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std, patch: int) -> TileSampler:
+    """The stage's sampler of tiles, as its config (``PerceptionConfig``) asks for them (``patch``: the
+    tower's patch side, the block of its quality maps)."""
     fraction = {} if pc.pristine_fraction is None else {"pristine_fraction": pc.pristine_fraction}
     return TileSampler(photos, tile, names, mean, std, corpus_side=pc.corpus_side,
                        tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,

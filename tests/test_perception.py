@@ -195,7 +195,7 @@ def test_the_share_of_undamaged_tiles_follows_the_config(small_corpus, tmp_path)
 
     def pristine_share(*overrides):
         pc = load_config(STAGE1, [f"output_dir={tmp_path}", *overrides]).perception
-        sampler = perception.tile_sampler(pc, photos, 32, ["gaussian_noise", "jpeg"], [0.5] * 3, [0.5] * 3)
+        sampler = perception.tile_sampler(pc, photos, 32, ["gaussian_noise", "jpeg"], [0.5] * 3, [0.5] * 3, patch=8)
         return np.mean([sampler.draw(np.random.default_rng([5, i])).distortion == 2 for i in range(120)])
 
     assert 0.08 < pristine_share() < 0.27  # a sixth by default
