@@ -235,3 +235,30 @@ def summarise_explanations(rows: list[dict]) -> dict:
             "pristine_called_clean": share([not names_any_family(r["explanation"]) for r in pristine], pristine),
             "distorted_called_clean": share([not names_any_family(r["explanation"]) for r in distorted], distorted),
             "examples": distorted[:6]}
+
+
+def score_miss_by_group(predicted, target, groups: list[str]) -> dict:
+    """Where a score's miss lies: the scores mapped linearly onto the target's scale, then per group
+    (a test photo, a distortion) its size, mean target, mean residual (target − mapped score: > 0,
+    the model scores the group too low) and its own (SRCC+PLCC)/2; and the whole set's figure with
+    each group's mean residual taken away — what calibrating the groups alone would reach."""
+    from qsit.metrics import correlations
+
+    def mean_metric(p, t) -> float | None:
+        if len(p) < 3 or np.ptp(p) == 0 or np.ptp(t) == 0:
+            return None
+        c = correlations(p, t)
+        return round((c["srcc"] + c["plcc"]) / 2, 4)
+
+    p, t = np.asarray(predicted, float), np.asarray(target, float)
+    slope, intercept = np.polyfit(p, t, 1)
+    mapped = slope * p + intercept
+    residual = t - mapped
+    names = np.asarray(groups)
+    per, calibrated = {}, mapped.copy()
+    for g in sorted(set(groups)):
+        idx = names == g
+        per[g] = {"n": int(idx.sum()), "target": round(float(t[idx].mean()), 2),
+                  "residual": round(float(residual[idx].mean()), 2), "within": mean_metric(p[idx], t[idx])}
+        calibrated[idx] += residual[idx].mean()
+    return {"overall": mean_metric(p, t), "offsets_removed": mean_metric(calibrated, t), "groups": per}

@@ -133,6 +133,25 @@ def opinion_spread(probabilities, weights=None) -> np.ndarray | float:
     return float(std) if np.ndim(std) == 0 else std
 
 
+def soft_level_target(score: float, low: float, high: float, n_levels: int = len(LEVELS)) -> np.ndarray:
+    """Level probabilities (bad … excellent) whose expectation Σ p·i is the score's place on the 1..n scale.
+
+    Eq. 1 puts a score in one of n equal intervals; here the score's position is read at the
+    interval's centre (level i's centre → i, the range's ends clipped to 1 and n) and shared
+    between the two nearest levels, so a training target keeps what the level word drops: a
+    score near the top of "good" asks for some "excellent" too (the idea of DeQA-Score's score
+    distributions, Zhu et al. 2025, with no opinion spread to draw on: the narrowest such target).
+    """
+    if not low < high:
+        raise ValueError(f"score range needs low < high, got low={low}, high={high}")
+    position = float(np.clip(0.5 + n_levels * (score - low) / (high - low), 1.0, n_levels))
+    below = min(int(np.floor(position)), n_levels - 1)
+    target = np.zeros(n_levels)
+    target[below - 1] = below + 1 - position
+    target[below] = position - below
+    return target
+
+
 def to_unit_interval(score, n_levels: int = len(LEVELS)):
     """Rescale a 1..n score to 0..1 (the convention of Q-SiT's published IQA script)."""
     return (np.asarray(score, dtype=np.float64) - 1.0) / (n_levels - 1)

@@ -27,12 +27,20 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from qsit.assessor import resolve_level_token_ids
 from qsit.distributed import Distribution, deepspeed_config
 from qsit.mixture import adjust, resolve_sizes
 from qsit.model_info import describe_training, run_finished, write_model_info
+from qsit.prompts import get_preset
 from qsit.records import INTERPRETING, KINDS, SCORING
 from qsit.train_config import ConfigError, TrainConfig
 from qsit.train_data import TrainData, conversation_texts, load_sources
+
+
+def default_scoring_prompt(preset: str):
+    """The preset's scoring prompt of its first (default) task, whose level words D1 answers use."""
+    p = get_preset(preset)
+    return p.scoring_prompt(p.tasks[0])
 
 
 @dataclass
@@ -153,6 +161,9 @@ class TrainRecipe:
         self.model = model.to(self.device)
 
         self.data = TrainData(cfg, self.processor)
+        # The level words' tokens, when scoring records learn soft level targets (train.score_labels).
+        self.level_ids = (resolve_level_token_ids(self.processor.tokenizer, default_scoring_prompt(cfg.preset))
+                          if t.score_labels == "soft" else None)
         self._log("data", **self.data.summary())
         optimizer = torch.optim.AdamW(self._param_groups(), lr=t.lr, weight_decay=t.weight_decay)
         from transformers import get_scheduler
@@ -219,11 +230,12 @@ class TrainRecipe:
             self.model.train()
             tokens, t0 = 0, time.perf_counter()
             for b in range(start, len(batches)):
-                batch = collate([encode(self.processor, it.record, it.images) for it in batches[b]])
+                batch = collate([encode(self.processor, it.record, it.images, self.level_ids) for it in batches[b]])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
                                     and self.dist.engine is None):
-                    loss = model(**batch).loss
+                    total, count = self._loss_sum(model, batch)
+                    loss = total / max(count, 1)
                 boundary = (b + 1) % t.grad_accum == 0 or b + 1 == len(batches)
                 self.dist.step(loss, self.model, self.optimizer, self.scheduler, boundary, t.grad_accum,
                                t.max_grad_norm)
@@ -260,6 +272,14 @@ class TrainRecipe:
         return TrainResult(final, "chat", list(self.state["history"]), cfg.mix.reference_ratio,
                            self.state["global_step"])
 
+    def _loss_sum(self, model, batch: dict):
+        """Summed loss over the batch's labelled tokens (soft level targets where the batch has them), and their count."""
+        from qsit.tokenization import token_loss_sum
+
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "soft_index", "soft_targets")}
+        return token_loss_sum(model(**inputs).logits, batch["labels"], self.level_ids,
+                              batch.get("soft_index"), batch.get("soft_targets"))
+
     def _finished(self) -> bool:
         """Whether every epoch ran and the final checkpoint was written to the end."""
         return self.state["epoch"] >= self.cfg.train.epochs and run_finished(self.out)
@@ -268,7 +288,7 @@ class TrainRecipe:
         """Token-weighted mean loss per kind on the validation records (L_S, L_I, L_G)."""
         import torch
 
-        from qsit.tokenization import IGNORE_INDEX, Collator, encode
+        from qsit.tokenization import Collator, encode
 
         collate = Collator(self.processor.tokenizer.pad_token_id)
         self.model.eval()
@@ -278,19 +298,14 @@ class TrainRecipe:
                 continue
             total, count = 0.0, 0
             for i in range(0, len(items), self.cfg.train.eval_batch_size):
-                batch = collate([encode(self.processor, it.record, it.images)
+                batch = collate([encode(self.processor, it.record, it.images, self.level_ids)
                                  for it in items[i:i + self.cfg.train.eval_batch_size]])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                labels = batch.pop("labels")
                 with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
                                                      enabled=self.amp_dtype is not None):
-                    logits = (self.dist.engine or self.model)(**batch).logits.float()
-                shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-                loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                                         shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                                                         reduction="sum")
+                    loss, n = self._loss_sum(self.dist.engine or self.model, batch)
                 total += float(loss)
-                count += int((shift_labels != IGNORE_INDEX).sum())
+                count += n
             out[kind] = total / max(count, 1)
         self.model.train()
         return out

@@ -18,7 +18,7 @@ import torch
 
 from qsit.conversation import segments
 from qsit.images import load_image
-from qsit.records import IMAGE_MARKER, Record
+from qsit.records import IMAGE_MARKER, SCORING, Record
 
 IGNORE_INDEX = -100
 
@@ -31,13 +31,16 @@ class Example:
     """(n_images, n_patches, 3, H, W)."""
     image_sizes: torch.Tensor | None
     kind: str
+    soft_levels: tuple[int, list[float]] | None = None
+    """(position of the level word in ``input_ids``, its target over the level tokens) for soft level labels."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def encode(processor, record: Record, image_paths: list[Path]) -> Example:
-    """One record as input ids, labels (-100 outside assistant turns) and pixel values."""
+def encode(processor, record: Record, image_paths: list[Path], level_ids: list[int] | None = None) -> Example:
+    """One record as input ids, labels (-100 outside assistant turns) and pixel values; with
+    ``level_ids`` (the level words' tokens, bad … excellent), a scoring record's soft level target."""
     tok = processor.tokenizer
     images = [load_image(p).image for p in image_paths]
     ids: list[int] = []
@@ -59,7 +62,25 @@ def encode(processor, record: Record, image_paths: list[Path]) -> Example:
         raise ValueError(f"record {record.id}: {len(images)} image(s) but {used} image marker(s) rendered")
     pv = _pad_patches(pixel_values) if pixel_values else None
     sizes = torch.cat(image_sizes) if image_sizes else None
-    return Example(ids, labels, pv, sizes, record.kind)
+    soft = soft_level_label(record, labels, level_ids) if level_ids is not None else None
+    return Example(ids, labels, pv, sizes, record.kind, soft)
+
+
+def soft_level_label(record: Record, labels: list[int], level_ids: list[int]) -> tuple[int, list[float]] | None:
+    """Where a scoring record's answer says its level, and the soft target for that token (None for
+    other records and for scoring records without a score)."""
+    from qsit.levels import soft_level_target
+
+    if record.kind != SCORING or "mos" not in record.meta:
+        return None
+    if "level_range" not in record.meta:
+        raise ValueError(f"record {record.id}: soft level labels need the range its score was levelled with "
+                         "(meta.level_range, or a D1 build's manifest.json beside its records)")
+    wanted = set(level_ids)
+    position = next((i for i, t in enumerate(labels) if t in wanted), None)
+    if position is None:
+        raise ValueError(f"record {record.id}: its answer has no level word among the scoring prompt's levels")
+    return position, soft_level_target(float(record.meta["mos"]), *record.meta["level_range"]).tolist()
 
 
 def estimate_length(processor, record: Record, image_sizes_hw: list[tuple[int, int]]) -> int:
@@ -106,6 +127,10 @@ class Collator:
             labels[i, : len(e)] = torch.tensor(e.labels)
             mask[i, : len(e)] = 1
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        soft = [(i, *e.soft_levels) for i, e in enumerate(batch) if e.soft_levels is not None]
+        if soft:
+            out["soft_index"] = torch.tensor([[i, pos] for i, pos, _ in soft])
+            out["soft_targets"] = torch.tensor([t for _, _, t in soft], dtype=torch.float32)
         with_images = [e for e in batch if e.pixel_values is not None]
         if with_images:
             out["pixel_values"] = _pad_patches([e.pixel_values for e in with_images])
@@ -113,6 +138,28 @@ class Collator:
             out["batch_num_images"] = torch.tensor([0 if e.pixel_values is None else e.pixel_values.shape[0]
                                                     for e in batch])
         return out
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, level_ids: list[int] | None = None,
+                   soft_index: torch.Tensor | None = None, soft_targets: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled tokens, and their count. At ``soft_index``
+    ((batch, position) of level words) the target is ``soft_targets`` over ``level_ids`` instead of
+    the word itself; a one-hot target gives the ordinary loss."""
+    import torch.nn.functional as F
+
+    soft_sum, n_soft = logits.new_zeros((), dtype=torch.float32), 0
+    if soft_index is not None and len(soft_index):
+        rows, positions = soft_index[:, 0], soft_index[:, 1]
+        logp = F.log_softmax(logits[rows, positions - 1].float(), dim=-1)[:, level_ids]
+        soft_sum = -(soft_targets * logp).sum()
+        labels = labels.clone()
+        labels[rows, positions] = IGNORE_INDEX
+        n_soft = len(rows)
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    hard = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]).float(), shift_labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return hard + soft_sum, int((shift_labels != IGNORE_INDEX).sum()) + n_soft
 
 
 def count_image_markers(record: Record) -> int:

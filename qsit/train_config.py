@@ -18,6 +18,7 @@ from qsit.records import KINDS, SCORING
 from qsit.suggest import did_you_mean
 
 STAGES = ("chat", "perception")
+SCORE_LABELS = ("level", "soft")
 
 
 class ConfigError(ValueError):
@@ -159,6 +160,11 @@ class TrainSettings:
     vision_lr: float | None = None
     """With freeze_vision false: the tower's own learning rate (None: lr), as LLaVA-OneVision's
     recipes train their tower at a fraction of the language model's rate."""
+    score_labels: str = "level"
+    """How a scoring record's level word is learnt: "level", the word itself (Q-Align, Q-SiT); "soft",
+    a target shared by the two levels nearest its score (``qsit.levels.soft_level_target``), so
+    that Σ p·i learns the score and not only its interval. "soft" needs each scoring record's
+    ``meta.mos`` and the range its source levelled with (a D1 build's ``manifest.json``)."""
     log_every: int = 10
     save_every_steps: int = 0
     """Also checkpoint every N optimizer steps (0: only at the end of each epoch)."""
@@ -304,6 +310,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("train.lr must be positive")
     if t.vision_lr is not None and (t.freeze_vision or t.vision_lr <= 0):
         raise ConfigError("train.vision_lr needs train.freeze_vision: false and a positive value")
+    if t.score_labels not in SCORE_LABELS:
+        raise ConfigError(f"train.score_labels must be one of {', '.join(SCORE_LABELS)}, got {t.score_labels!r}")
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
     if cfg.stage not in STAGES:

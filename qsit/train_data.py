@@ -6,6 +6,7 @@ grouped by length, and dealt out to the processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qsit.mixture import draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
-from qsit.records import IMAGE_MARKER, KINDS, Record, iter_jsonl
+from qsit.records import IMAGE_MARKER, KINDS, SCORING, Record, iter_jsonl
 from qsit.train_config import ConfigError, TrainConfig
 
 
@@ -24,12 +25,16 @@ class Item:
     length: int
 
 
+def source_manifest(source_path: Path) -> dict:
+    """The build manifest beside a source's records, or {} for a bare JSONL."""
+    folder = source_path if source_path.is_dir() else source_path.parent
+    return json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+
+
 def image_resolver(source_path: Path, image_root: str | None):
     """How a source's record image paths map to files: manifest image_root with its prefix stripped."""
-    manifest = {}
+    manifest = source_manifest(source_path)
     folder = source_path if source_path.is_dir() else source_path.parent
-    if (folder / "manifest.json").is_file():
-        manifest = json.loads((folder / "manifest.json").read_text())
     root = Path(image_root or manifest.get("image_root") or folder)
     prefix = manifest.get("image_prefix") or ""
 
@@ -63,9 +68,19 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
             kept = [r for r in kept if all(r.meta.get(k) == v for k, v in src.where.items())]
             if not kept:
                 raise ConfigError(f"data source {src.path}: no record's meta matches where {src.where}")
+        level_range = source_manifest(Path(src.path)).get("level_range")
+        if level_range:  # the range its scores were levelled with, for soft level targets
+            kept = [with_level_range(r, level_range) for r in kept]
         for r in kept:  # repeated in training only: a validation record counts once
             out += [(r, [resolve(p) for p in r.images])] * (src.repeat if r.split == "train" else 1)
     return out
+
+
+def with_level_range(record: Record, level_range: list[float]) -> Record:
+    """A scoring record with a score carries the range eq. 1 levelled it with (unless it has one)."""
+    if record.kind != SCORING or "mos" not in record.meta or "level_range" in record.meta:
+        return record
+    return dataclasses.replace(record, meta={**record.meta, "level_range": list(level_range)})
 
 
 def conversation_texts(sources: list[str]) -> Iterator[str]:

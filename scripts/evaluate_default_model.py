@@ -40,6 +40,7 @@ from evals.targets import (
     explanation_checks,
     letter_and_words,
     monotonicity,
+    score_miss_by_group,
     yes_no_by_option_order,
     yes_no_confusion,
 )
@@ -120,11 +121,30 @@ def markdown(t: dict) -> str:
                      + ", ".join(f"{k} {n}" for k, n in many["monotonic"].items())
                      + f"; clean scores {many['clean']['min']:.2f}–{many['clean']['max']:.2f} "
                      f"(median {many['clean']['median']:.2f}).")
+    by_photo, by_damage = t["iqa"].get("by_photo"), t["iqa"].get("by_damage")
+    if by_photo and by_damage:
+        pristine = by_damage["groups"].get("pristine")
+        lines.append(f"\nNot a target: the score with each test photo's mean offset taken away would reach "
+                     f"{by_photo['offsets_removed']:.3f}, with each damage's {by_damage['offsets_removed']:.3f}"
+                     + (f"; pristine images sit {pristine['residual']:+.1f} pseudo-MOS from where their scores put "
+                        "them" if pristine else "") + " (`iqa.by_photo`, `iqa.by_damage` in targets.json).")
     picked = t["llvisionqa"].get("likelihood_of_answer")
     if picked:
         lines.append(f"\nNot a target: LLVisionQA by the likelihood of each whole answer (the option the model "
                      f"would pick if it kept to the list) {100 * picked['accuracy']:.1f} %.")
     return "\n".join(lines) + "\n"
+
+
+def score_misses(samples: list[dict]) -> dict:
+    """The test score's miss by source photo and by damage (``evals.targets.score_miss_by_group``)."""
+    from data_builders.synthetic import damage_in_name
+
+    if len(samples) < 3:
+        return {}
+    pred, mos = [s["score"] for s in samples], [s["gt_score"] for s in samples]
+    photos = [Path(s["img_path"]).parent.name.rsplit("_c", 1)[0] for s in samples]  # <photo>_c<crop>/<damage>.png
+    damages = [damage_in_name(s["img_path"])[0] or "pristine" for s in samples]
+    return {"by_photo": score_miss_by_group(pred, mos, photos), "by_damage": score_miss_by_group(pred, mos, damages)}
 
 
 def photos_in(folder: Path) -> list[Path]:
@@ -233,7 +253,8 @@ def main(argv=None) -> int:
         many = unseen_photos_check(assessor, Path(args.unseen_photos), out)
     targets = {
         "model": assessor.model_id,
-        "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"]},
+        "iqa": {"srcc": iqa["srcc"], "plcc": iqa["plcc"], "mean": (iqa["srcc"] + iqa["plcc"]) / 2, "n": iqa["n"],
+                **score_misses(samples)},
         "llvisionqa": {"accuracy": qa["overall"]["accuracy"], "unparsed": qa["unparsed"], "n": qa["overall"]["n"],
                        "by_type": {k: v["accuracy"] for k, v in qa["by_type"].items()},
                        "unparsed_by_type": qa["unparsed_by_type"],

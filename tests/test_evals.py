@@ -395,3 +395,20 @@ def test_monotonicity_summary_counts_photos_that_pass():
     assert s["clean"] == {"min": 3.0, "median": 3.75, "max": 4.5}
     with pytest.raises(ValueError, match="no photos"):
         monotonicity_summary([])
+
+
+def test_the_score_miss_by_group_finds_an_offset_group_and_what_removing_it_gains():
+    from evals.targets import score_miss_by_group
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 100, 300)
+    groups = ["a"] * 100 + ["b"] * 100 + ["c"] * 100
+    score = 1 + 4 * truth / 100 + rng.normal(0, 0.1, 300)
+    score[100:200] -= 1.0  # the model scores group b a level too low
+    miss = score_miss_by_group(score, truth, groups)
+    b = miss["groups"]["b"]
+    assert b["n"] == 100 and b["residual"] > 10 and all(miss["groups"][g]["residual"] < 0 for g in "ac")
+    assert all(g["within"] > 0.95 for g in miss["groups"].values())  # each group is ranked right within itself
+    assert miss["overall"] < 0.95 < miss["offsets_removed"]
+    flat = score_miss_by_group([1, 2, 3, 4], [10, 20, 30, 40], ["x", "x", "y", "y"])
+    assert flat["groups"]["x"]["within"] is None and flat["offsets_removed"] == pytest.approx(1.0)

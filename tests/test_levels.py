@@ -12,6 +12,7 @@ from qsit.levels import (
     level_thresholds,
     opinion_spread,
     scores_to_levels,
+    soft_level_target,
     to_unit_interval,
 )
 
@@ -128,3 +129,25 @@ def test_spread_is_the_std_of_the_opinion_distribution():
     p = np.array([0.1, 0.2, 0.3, 0.25, 0.15])
     v = np.arange(1, 6)
     assert opinion_spread(p) == pytest.approx(math.sqrt(p @ (v - p @ v) ** 2))
+
+
+def test_a_soft_level_target_keeps_the_score_that_eq1_drops():
+    scores = np.random.default_rng(0).uniform(0, 100, 500)
+    targets = np.array([soft_level_target(s, 0, 100) for s in scores])
+    assert np.allclose(targets.sum(1), 1) and (targets >= 0).all()
+    # Σ p·i is the score's place on the level scale, and the likeliest level is eq. 1's level
+    assert np.allclose(targets @ np.arange(1, 6), np.clip(0.5 + 5 * scores / 100, 1, 5))
+    assert [LEVELS[i] for i in targets.argmax(1)] == scores_to_levels(scores, 0, 100)
+    assert (np.count_nonzero(targets, axis=1) <= 2).all()
+
+
+@pytest.mark.parametrize(("score", "expected"), [
+    (90, [0, 0, 0, 0, 1]), (100, [0, 0, 0, 0, 1]), (0, [1, 0, 0, 0, 0]), (10, [1, 0, 0, 0, 0]),
+    (50, [0, 0, 1, 0, 0]), (80, [0, 0, 0, 0.5, 0.5]), (75, [0, 0, 0, 0.75, 0.25])])
+def test_soft_level_targets_by_hand(score, expected):
+    assert soft_level_target(score, 0, 100) == pytest.approx(expected)
+
+
+def test_a_soft_level_target_needs_a_range():
+    with pytest.raises(ValueError, match="low < high"):
+        soft_level_target(50, 100, 100)

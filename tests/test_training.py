@@ -15,7 +15,7 @@ import torch
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
 from qsit.recipe import TrainRecipe, run, validate
-from qsit.tokenization import IGNORE_INDEX, Collator, encode, estimate_length, image_size_hw
+from qsit.tokenization import IGNORE_INDEX, Collator, encode, estimate_length, image_size_hw, token_loss_sum
 from qsit.train_config import ConfigError, load_config
 from qsit.train_data import load_sources
 from tests.helpers import interrupt_after_first
@@ -154,6 +154,63 @@ def test_collator_pads_dynamically_and_grouping_cuts_padding(assessor, small_cor
         lengths, plain, pad_to=4096)
 
 
+def test_soft_level_labels_sit_on_the_level_word_and_one_hot_ones_give_the_plain_loss(assessor, small_corpus,
+                                                                                      tmp_path):
+    from qsit.assessor import resolve_level_token_ids
+    from qsit.levels import LEVELS, soft_level_target
+    from qsit.recipe import default_scoring_prompt
+
+    proc = assessor.processor
+    level_ids = resolve_level_token_ids(proc.tokenizer, default_scoring_prompt("qsit"))
+    cfg = load_config(TINY, overrides(small_corpus, tmp_path))
+    pairs = [(r, p) for r, p in load_sources(cfg) if r.split == "train"]
+    scoring = [(r, p) for r, p in pairs if r.kind == "scoring"][:3]
+    other = next((r, p) for r, p in pairs if r.kind == "interpreting")
+    exs = [encode(proc, r, p, level_ids) for r, p in [*scoring, other]]
+    low, high = json.loads((small_corpus / "d1" / "manifest.json").read_text())["level_range"]
+    for (record, _), ex in zip(scoring, exs, strict=False):
+        position, target = ex.soft_levels
+        assert record.meta["level_range"] == [low, high]  # from the D1 build's manifest
+        assert ex.input_ids[position] == level_ids[LEVELS.index(record.meta["level"])]
+        assert target == pytest.approx(soft_level_target(record.meta["mos"], low, high).tolist())
+    assert exs[-1].soft_levels is None
+    batch = Collator(proc.tokenizer.pad_token_id)(exs)
+    assert batch["soft_index"].tolist() == [[i, ex.soft_levels[0]] for i, ex in enumerate(exs[:3])]
+    labels = batch.pop("labels")
+    soft = (batch.pop("soft_index"), batch.pop("soft_targets"))
+    with torch.no_grad():
+        logits = assessor.model(**batch).logits
+        plain_sum, plain_n = token_loss_sum(logits, labels)
+        one_hot = torch.nn.functional.one_hot(torch.tensor([LEVELS.index(r.meta["level"]) for r, _ in scoring]), 5)
+        same_sum, same_n = token_loss_sum(logits, labels, level_ids, soft[0], one_hot.float())
+        soft_sum, soft_n = token_loss_sum(logits, labels, level_ids, *soft)
+        hf = assessor.model(**batch, labels=labels).loss
+    assert plain_n == same_n == soft_n and float(plain_sum / plain_n) == pytest.approx(float(hf), rel=1e-5)
+    assert float(same_sum) == pytest.approx(float(plain_sum), rel=1e-5)
+    # the soft loss swaps each level word's −log p(word) for −Σ q·log p(level), by hand:
+    rows, positions = soft[0][:, 0], soft[0][:, 1]
+    logp = torch.log_softmax(logits[rows, positions - 1], -1)[:, level_ids]
+    swap = (-(soft[1] * logp).sum(1) + (one_hot * logp).sum(1)).sum()
+    assert (soft[1].max(1).values < 1).any()
+    assert float(soft_sum - plain_sum) == pytest.approx(float(swap), abs=1e-3) and abs(float(swap)) > 1e-3
+
+
+def test_soft_level_labels_need_the_score_range(assessor, small_corpus, tmp_path):
+    import dataclasses
+
+    from qsit.assessor import resolve_level_token_ids
+    from qsit.recipe import default_scoring_prompt
+
+    level_ids = resolve_level_token_ids(assessor.processor.tokenizer, default_scoring_prompt("qsit"))
+    cfg = load_config(TINY, overrides(small_corpus, tmp_path))
+    record, paths = next((r, p) for r, p in load_sources(cfg) if r.kind == "scoring")
+    bare = dataclasses.replace(record, meta={k: v for k, v in record.meta.items() if k != "level_range"})
+    with pytest.raises(ValueError, match="level_range"):
+        encode(assessor.processor, bare, paths, level_ids)
+    with pytest.raises(ConfigError, match="score_labels must be one of level, soft"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.score_labels=gaussian"))
+
+
 # ---------------------------------------------------------------- the mix
 
 
@@ -272,6 +329,15 @@ def test_the_tower_trains_at_its_own_rate(small_corpus, tmp_path):
     recipe.cleanup()
     assert any(not torch.equal(a, b) for a, b in zip(before, recipe.model.model.vision_tower.parameters(),
                                                        strict=True))
+
+
+def test_a_run_with_soft_level_labels_learns_the_scores(small_corpus, tmp_path):
+    cfg = tiny_cfg(small_corpus, tmp_path / "run", "train.epochs=4", "mix.sizes={scoring: 16, interpreting: 4}",
+                   "train.lr=3e-3", "train.score_labels=soft")
+    result = run(cfg, progress=False)
+    val = [e["val_loss"]["scoring"] for e in result.epochs]
+    assert all(np.isfinite(val)) and val[-1] < val[0]
+    assert json.loads((result.final / "qsit_model.json").read_text())["config"]["train"]["score_labels"] == "soft"
 
 
 def test_lora_train_merge_and_load(small_corpus, tmp_path):
