@@ -5,7 +5,8 @@
 
 Measures (pseudo-MOS from synthetic distortions, not human opinion):
 
-* scoring: SRCC, PLCC and their mean against the pseudo-MOS (``tests/iqa.json``);
+* scoring: SRCC, PLCC and their mean against the pseudo-MOS (``tests/iqa.json``), and where
+  the miss lies: per test photo and per damage, the mean offset and the ranking within it;
 * LLVisionQA-format accuracy, generation protocol, unparsed counted as wrong (and, as
   diagnostics: per question type, read by the letter and by the option the answer states in
   words; for yes-no questions, per order of the options, and how often "yes" is said when the

@@ -118,3 +118,25 @@ def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="has no images"):
         script.photos_in(tmp_path / "empty")
+
+
+def test_the_evaluation_splits_the_score_miss_by_corpus_photo_and_damage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_default_model",
+                                                  ROOT / "scripts" / "evaluate_default_model.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    samples = [{"img_path": f"images/test/{photo}_c{c}/{damage}.png", "gt_score": mos, "score": 1 + mos / 25 + bias}
+               for photo, bias in (("coffee", 0.0), ("gravel", -0.8)) for c in range(2)
+               for damage, mos in (("pristine", 100.0), ("jpeg_s3", 55.0), ("motion_blur_left_s2", 70.0))]
+    miss = script.score_misses(samples)
+    assert set(miss["by_photo"]["groups"]) == {"coffee", "gravel"}
+    assert set(miss["by_damage"]["groups"]) == {"pristine", "jpeg", "motion_blur"}
+    assert miss["by_photo"]["groups"]["gravel"]["residual"] > 0 > miss["by_photo"]["groups"]["coffee"]["residual"]
+    assert miss["by_photo"]["overall"] < 0.95 and miss["by_photo"]["offsets_removed"] > 0.99  # ties aside, exact
+    assert script.score_misses(samples[:2]) == {}
+    targets = json.loads((ROOT / "qsit" / "assets" / "qsit-tiny" / "figures.json").read_text())
+    targets["iqa"].update(miss)
+    line = next(x for x in script.markdown(targets).splitlines() if "mean offset taken away" in x)
+    assert f"would reach {miss['by_photo']['offsets_removed']:.3f}" in line and "pristine images sit +" in line
