@@ -154,6 +154,11 @@ def damage_in_name(path: str | Path) -> tuple[str | None, int]:
     return tag, int(severity)
 
 
+def photo_in_path(path: str | Path) -> str:
+    """The source photo of a corpus image, read back from its folder: ``<photo>_c<crop>/<damage>.png``."""
+    return Path(path).parent.name.rsplit("_c", 1)[0]
+
+
 def _ssim_at_two_scales(reference: np.ndarray, distorted: np.ndarray, full: bool = False):
     """Luminance SSIM at full and half resolution: the two means, or with ``full`` the two maps."""
     from skimage.metrics import structural_similarity

@@ -25,17 +25,22 @@ class Item:
     length: int
 
 
+def source_folder(source_path: Path) -> Path:
+    """The folder of a source: a build folder itself, or the one holding a records file."""
+    return source_path if source_path.is_dir() else source_path.parent
+
+
 def source_manifest(source_path: Path) -> dict:
     """The build manifest beside a source's records, or {} for a bare JSONL."""
-    folder = source_path if source_path.is_dir() else source_path.parent
-    return json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+    found = source_folder(source_path) / "manifest.json"
+    return json.loads(found.read_text()) if found.is_file() else {}
 
 
-def image_resolver(source_path: Path, image_root: str | None):
-    """How a source's record image paths map to files: manifest image_root with its prefix stripped."""
-    manifest = source_manifest(source_path)
-    folder = source_path if source_path.is_dir() else source_path.parent
-    root = Path(image_root or manifest.get("image_root") or folder)
+def image_resolver(source_path: Path, image_root: str | None, manifest: dict | None = None):
+    """How a source's record image paths map to files: manifest image_root with its prefix stripped
+    (``manifest``: the source's, when the caller has read it already)."""
+    manifest = source_manifest(source_path) if manifest is None else manifest
+    root = Path(image_root or manifest.get("image_root") or source_folder(source_path))
     prefix = manifest.get("image_prefix") or ""
 
     def resolve(p: str) -> Path:
@@ -57,7 +62,8 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
     """Every record of the configured sources with its image files."""
     out = []
     for src in cfg.data.sources:
-        resolve = image_resolver(Path(src.path), src.image_root)
+        manifest = source_manifest(Path(src.path))
+        resolve = image_resolver(Path(src.path), src.image_root, manifest)
         records = list(iter_jsonl(records_file(src.path)))
         kept = [r for r in records if src.tasks is None or r.meta.get("task") in src.tasks]
         if records and not kept:  # a misspelt task would otherwise train on nothing, silently
@@ -68,7 +74,7 @@ def load_sources(cfg: TrainConfig) -> list[tuple[Record, list[Path]]]:
             kept = [r for r in kept if all(r.meta.get(k) == v for k, v in src.where.items())]
             if not kept:
                 raise ConfigError(f"data source {src.path}: no record's meta matches where {src.where}")
-        level_range = source_manifest(Path(src.path)).get("level_range")
+        level_range = manifest.get("level_range")
         if level_range:  # the range its scores were levelled with, for soft level targets
             kept = [with_level_range(r, level_range) for r in kept]
         for r in kept:  # repeated in training only: a validation record counts once

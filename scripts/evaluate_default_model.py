@@ -138,12 +138,12 @@ def markdown(t: dict) -> str:
 
 def score_misses(samples: list[dict]) -> dict:
     """The test score's miss by source photo and by damage (``evals.targets.score_miss_by_group``)."""
-    from data_builders.synthetic import damage_in_name
+    from data_builders.synthetic import damage_in_name, photo_in_path
 
     if len(samples) < 3:
         return {}
     pred, mos = [s["score"] for s in samples], [s["gt_score"] for s in samples]
-    photos = [Path(s["img_path"]).parent.name.rsplit("_c", 1)[0] for s in samples]  # <photo>_c<crop>/<damage>.png
+    photos = [photo_in_path(s["img_path"]) for s in samples]
     damages = [damage_in_name(s["img_path"])[0] or "pristine" for s in samples]
     return {"by_photo": score_miss_by_group(pred, mos, photos), "by_damage": score_miss_by_group(pred, mos, damages)}
 

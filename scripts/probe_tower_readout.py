@@ -95,7 +95,9 @@ def teacher_features(teacher, image_path) -> np.ndarray:
 
 def photo_of(image_path: str) -> str:
     """The source photo of a corpus image: images/<split>/<photo>_c<crop>/<kind>.png → <photo>."""
-    return Path(image_path).parent.name.rsplit("_c", 1)[0]
+    from data_builders.synthetic import photo_in_path
+
+    return photo_in_path(image_path)
 
 
 def damage_of(image_path: str) -> str:
