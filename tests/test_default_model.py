@@ -96,14 +96,21 @@ def test_a_normal_run_shows_no_library_loading_bars(capsys, monkeypatch):
     assert "qsit: loading" in err and "Loading weights" not in err
 
 
-def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
+def evaluation_script():
+    """``scripts/evaluate_default_model.py`` as a module (scripts are not a package)."""
     import importlib.util
-    import shutil
 
     spec = importlib.util.spec_from_file_location("evaluate_default_model",
                                                   ROOT / "scripts" / "evaluate_default_model.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
+    import shutil
+
+    script = evaluation_script()
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("hopper.jpg", "china.jpg"):
@@ -121,12 +128,7 @@ def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):
 
 
 def test_the_evaluation_splits_the_score_miss_by_corpus_photo_and_damage():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_default_model",
-                                                  ROOT / "scripts" / "evaluate_default_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = evaluation_script()
     samples = [{"img_path": f"images/test/{photo}_c{c}/{damage}.png", "gt_score": mos, "score": 1 + mos / 25 + bias}
                for photo, bias in (("coffee", 0.0), ("gravel", -0.8)) for c in range(2)
                for damage, mos in (("pristine", 100.0), ("jpeg_s3", 55.0), ("motion_blur_left_s2", 70.0))]
