@@ -11,16 +11,23 @@ between image tokens and image features.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from qsit.conversation import segments
 from qsit.images import load_image
 from qsit.records import IMAGE_MARKER, SCORING, Record
 
 IGNORE_INDEX = -100
+
+SCORING_FLIPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
+"""The views a scoring image may be drawn in: as it is, mirrored, upside down, both. Label-exact for
+qsit's pseudo-MOS (an SSIM against the pristine crop, which flips with it); no quarter turns, which
+would swap the anyres grid's rows and columns."""
 
 
 @dataclass
@@ -38,11 +45,15 @@ class Example:
         return len(self.input_ids)
 
 
-def encode(processor, record: Record, image_paths: list[Path], level_ids: list[int] | None = None) -> Example:
+def encode(processor, record: Record, image_paths: list[Path], level_ids: list[int] | None = None,
+           transpose: Image.Transpose | None = None) -> Example:
     """One record as input ids, labels (-100 outside assistant turns) and pixel values; with
-    ``level_ids`` (the level words' tokens, bad … excellent), a scoring record's soft level target."""
+    ``level_ids`` (the level words' tokens, bad … excellent), a scoring record's soft level target;
+    with ``transpose``, every image of the record seen flipped that way."""
     tok = processor.tokenizer
     images = [load_image(p).image for p in image_paths]
+    if transpose is not None:
+        images = [im.transpose(transpose) for im in images]
     ids: list[int] = []
     labels: list[int] = []
     pixel_values, image_sizes, used = [], [], 0
@@ -64,6 +75,12 @@ def encode(processor, record: Record, image_paths: list[Path], level_ids: list[i
     sizes = torch.cat(image_sizes) if image_sizes else None
     soft = soft_level_label(record, labels, level_ids) if level_ids is not None else None
     return Example(ids, labels, pv, sizes, record.kind, soft)
+
+
+def drawn_flip(seed: int, epoch: int, batch: int, index: int) -> Image.Transpose | None:
+    """The view (one of ``SCORING_FLIPS``) of the ``index``-th record of an epoch's ``batch``-th batch:
+    a function of its place, so a resumed run draws what the interrupted one would have."""
+    return random.Random(f"{seed}/{epoch}/{batch}/{index}").choice(SCORING_FLIPS)
 
 
 def soft_level_label(record: Record, labels: list[int], level_ids: list[int]) -> tuple[int, list[float]] | None:

@@ -165,6 +165,11 @@ class TrainSettings:
     a target shared by the two levels nearest its score (``qsit.levels.soft_level_target``), so
     that Σ p·i learns the score and not only its interval. "soft" needs each scoring record's
     ``meta.mos`` and the range its source levelled with (a D1 build's ``manifest.json``)."""
+    flip_scoring_images: bool = False
+    """Draw each scoring record's image as it is, mirrored, upside down or both, at random each time it
+    is drawn (``qsit.tokenization.SCORING_FLIPS``): more views of the same photos for the score, with the
+    label unchanged where the score is a full-reference one against a pristine image that would flip
+    with it, as qsit's pseudo-MOS is. Other kinds are never flipped: their answers may say where."""
     log_every: int = 10
     save_every_steps: int = 0
     """Also checkpoint every N optimizer steps (0: only at the end of each epoch)."""

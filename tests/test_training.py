@@ -15,7 +15,16 @@ import torch
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
 from qsit.recipe import TrainRecipe, run, validate
-from qsit.tokenization import IGNORE_INDEX, Collator, encode, estimate_length, image_size_hw, token_loss_sum
+from qsit.tokenization import (
+    IGNORE_INDEX,
+    SCORING_FLIPS,
+    Collator,
+    drawn_flip,
+    encode,
+    estimate_length,
+    image_size_hw,
+    token_loss_sum,
+)
 from qsit.train_config import ConfigError, load_config
 from qsit.train_data import load_sources
 from tests.helpers import interrupt_after_first
@@ -135,6 +144,26 @@ def test_labels_cover_exactly_the_assistant_tokens(assessor, small_corpus, tmp_p
     assert n_image > 0 and all(ex.labels[k] == IGNORE_INDEX for k, t in enumerate(ex.input_ids)
                                if t == proc.image_token_id)
     assert len(ex) == estimate_length(proc, record, [image_size_hw(p) for p in paths])
+
+
+def test_a_flipped_view_encodes_the_flipped_image_and_nothing_else(assessor, small_corpus, tmp_path):
+    from PIL import Image
+
+    cfg = load_config(TINY, overrides(small_corpus, tmp_path))
+    record, paths = next((r, p) for r, p in load_sources(cfg) if r.kind == "scoring" and r.split == "train")
+    proc = assessor.processor
+    upright = encode(proc, record, paths)
+    for view in SCORING_FLIPS[1:]:
+        saved = tmp_path / f"{view.name}.png"
+        Image.open(paths[0]).convert("RGB").transpose(view).save(saved)
+        flipped, from_file = encode(proc, record, paths, transpose=view), encode(proc, record, [saved])
+        assert flipped.input_ids == from_file.input_ids == upright.input_ids and flipped.labels == upright.labels
+        assert torch.equal(flipped.pixel_values, from_file.pixel_values)
+        assert not torch.equal(flipped.pixel_values, upright.pixel_values)
+    draws = [drawn_flip(0, epoch, b, i) for epoch in range(2) for b in range(20) for i in range(4)]
+    assert draws == [drawn_flip(0, epoch, b, i) for epoch in range(2) for b in range(20) for i in range(4)]
+    assert set(draws) == set(SCORING_FLIPS) and draws != [drawn_flip(1, e, b, i) for e in range(2)
+                                                         for b in range(20) for i in range(4)]
 
 
 def test_collator_pads_dynamically_and_grouping_cuts_padding(assessor, small_corpus, tmp_path):
@@ -287,11 +316,26 @@ def weights(folder):
     return {k: v for f in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
-def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path, monkeypatch):
-    straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5"),
+@pytest.mark.parametrize("flips", [False, True], ids=["upright", "flipped-scoring-images"])
+def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path, monkeypatch, flips):
+    import qsit.tokenization
+
+    views = Counter()
+    real_encode = qsit.tokenization.encode
+
+    def watched_encode(processor, record, paths, level_ids=None, transpose=None):
+        views[record.kind, transpose] += 1
+        return real_encode(processor, record, paths, level_ids, transpose)
+
+    monkeypatch.setattr(qsit.tokenization, "encode", watched_encode)
+    option = f"train.flip_scoring_images={str(flips).lower()}"
+    straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5", option),
                    progress=False).final
+    # training draws scoring images in all four views when asked; validation and other kinds never flip
+    assert {view for kind, view in views if kind != "scoring"} == {None}
+    assert {view for kind, view in views if kind == "scoring"} == (set(SCORING_FLIPS) if flips else {None})
     cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5",
-                   "train.save_every_steps=9")
+                   "train.save_every_steps=9", option)
     # Ctrl-C right after the step-9 checkpoint, mid-way through epoch 2 (6 batches per epoch).
     with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, TrainRecipe, "save_checkpoint",
                                                                  when=lambda tag: tag == "step-9"):
