@@ -27,7 +27,7 @@ IGNORE_INDEX = -100
 SCORING_FLIPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
 """The views a scoring image may be drawn in: as it is, mirrored, upside down, both. Label-exact for
 qsit's pseudo-MOS (an SSIM against the pristine crop, which flips with it); no quarter turns, which
-would swap the anyres grid's rows and columns."""
+would make a landscape image a portrait one and so change its anyres grid."""
 
 
 @dataclass
