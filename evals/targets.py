@@ -234,7 +234,25 @@ def summarise_explanations(rows: list[dict]) -> dict:
             "no_conclusion": share([r["concluded"] is None for r in rows], rows) or 0.0,
             "pristine_called_clean": share([not names_any_family(r["explanation"]) for r in pristine], pristine),
             "distorted_called_clean": share([not names_any_family(r["explanation"]) for r in distorted], distorted),
+            "by_family": names_by_family(distorted),
             "examples": distorted[:6]}
+
+
+def names_by_family(distorted: list[dict]) -> dict:
+    """Per damage family: how many of its images the explanation names it on, and which other
+    families it names instead (the confusions a total hides, e.g. JPEG called a deformation)."""
+    out = {}
+    for family in sorted({r["family"] for r in distorted}):
+        rows = [r for r in distorted if r["family"] == family]
+        instead: dict[str, int] = {}
+        for r in rows:
+            if not r["names_family"]:
+                for other in FAMILY_WORDS:
+                    if other != family and names_family(r["explanation"], other):
+                        instead[other] = instead.get(other, 0) + 1
+        out[family] = {"images": len(rows), "named": sum(bool(r["names_family"]) for r in rows),
+                       "instead": dict(sorted(instead.items(), key=lambda kv: -kv[1]))}
+    return out
 
 
 def score_miss_by_group(predicted, target, groups: list[str]) -> dict:

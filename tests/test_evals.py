@@ -378,6 +378,8 @@ def test_explanation_summary_counts_clean_calls_on_pristine_and_distorted_images
     assert s["pristine_called_clean"] == 0.5 and s["distorted_called_clean"] == 1 / 3
     assert s["names_family"] == 1 / 3 and s["agreement"] == 4 / 5
     assert summarise_explanations(rows[2:])["pristine_called_clean"] is None
+    assert s["by_family"] == {"blur": {"images": 2, "named": 0, "instead": {"noise": 1}},
+                              "noise": {"images": 1, "named": 1, "instead": {}}}
 
 
 def test_monotonicity_summary_counts_photos_that_pass():
