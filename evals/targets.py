@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -244,14 +245,10 @@ def names_by_family(distorted: list[dict]) -> dict:
     out = {}
     for family in sorted({r["family"] for r in distorted}):
         rows = [r for r in distorted if r["family"] == family]
-        instead: dict[str, int] = {}
-        for r in rows:
-            if not r["names_family"]:
-                for other in FAMILY_WORDS:
-                    if other != family and names_family(r["explanation"], other):
-                        instead[other] = instead.get(other, 0) + 1
+        instead = Counter(other for r in rows if not r["names_family"] for other in FAMILY_WORDS
+                          if other != family and names_family(r["explanation"], other))
         out[family] = {"images": len(rows), "named": sum(bool(r["names_family"]) for r in rows),
-                       "instead": dict(sorted(instead.items(), key=lambda kv: -kv[1]))}
+                       "instead": dict(instead.most_common())}
     return out
 
 

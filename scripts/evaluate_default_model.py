@@ -116,10 +116,12 @@ def markdown(t: dict) -> str:
                      f"{e['pristine']} pristine test images clean (names no damage), and "
                      f"{100 * e['distorted_called_clean']:.1f} % of the {e['distorted']} distorted ones.")
     if e.get("by_family"):
-        lines.append("\nBy family, the explanation names the damage on: " + ", ".join(
-            f"{family} {f['named']}/{f['images']}" + (f" (else {', '.join(f'{k} {n}' for k, n in f['instead'].items())})"
-                                                     if f["instead"] else "")
-            for family, f in e["by_family"].items()) + ".")
+        def named(family: str, f: dict) -> str:
+            instead = ", ".join(f"{k} {n}" for k, n in f["instead"].items())
+            return f"{family} {f['named']}/{f['images']}" + (f" (else {instead})" if instead else "")
+
+        lines.append("\nBy family, the explanation names the damage on: "
+                     + ", ".join(named(family, f) for family, f in e["by_family"].items()) + ".")
     many = t.get("unseen_photos")
     if many:
         lines.append(f"\nNot a target: on {many['photos']} more photos in none of the sources, all four distortions "
