@@ -134,6 +134,17 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     return img.convert("RGB"), f"{mode} converted to RGB"
 
 
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) image in grey: its channel mean in every channel. That mean is the luminance
+    qsit's pseudo-MOS compares, so a damaged image and its grey view share their label."""
+    return np.repeat(rgb.mean(-1, keepdims=True), 3, axis=-1)
+
+
+def grey_image(img: Image.Image) -> Image.Image:
+    """``grey`` of an RGB picture, as an RGB picture."""
+    return Image.fromarray(np.round(grey(np.asarray(img, dtype=np.float64))).astype(np.uint8))
+
+
 def find_images(inputs, recursive: bool = True) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns into image paths (sorted, unique).
 

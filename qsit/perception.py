@@ -5,7 +5,7 @@ photos learns *which photo* it sees, not *how damaged* it is. This stage
 shows the tower tiles exactly as the anyres processor cuts them (the tower's
 own tile size, native pixels) from pristine training photos, distorted on the
 fly every step — a fresh family, severity, crop position, scale and flip each
-time — and trains it, through small heads on its mean-pooled last features
+time, and with ``grey_fraction`` some of the photos seen in grey — and trains it, through small heads on its mean-pooled last features
 (the same features the projector receives), to tell
 
 * the distortion (one of the corpus's distortions, or none),
@@ -91,7 +91,8 @@ class TileSampler:
     def __init__(self, photos: list[Path], tile: int, distortions: list[str], mean, std,
                  scale_range: tuple[float, float] = (0.45, 1.0), pristine_fraction: float = 1 / 6,
                  corpus_side: int = 256, tile_rescale: tuple[float, float] | None = None,
-                 window_side: int | None = None, tiles_per_window: int = 1, local_block: int | None = None):
+                 window_side: int | None = None, tiles_per_window: int = 1, local_block: int | None = None,
+                 grey_fraction: float = 0.0):
         from PIL import Image
 
         from qsit.images import load_image
@@ -110,6 +111,7 @@ class TileSampler:
         self.tile_anywhere = window_side is not None
         self.tiles_per_window = tiles_per_window
         self.local_block = local_block
+        self.grey_fraction = grey_fraction
         # Photos are kept at most twice the corpus size: a tile then covers what a tile of a
         # corpus image (or of a user photo after the processor's resize) covers, give or take the scale.
         self.photos = []
@@ -143,10 +145,17 @@ class TileSampler:
 
     def _window(self, rng: np.random.Generator) -> np.ndarray:
         """A random crop of a random photo, rescaled and maybe flipped: a square of 1.5 tiles, or
-        cut and resized as the corpus cuts its images (longest side ``window_side``)."""
+        cut and resized as the corpus cuts its images (longest side ``window_side``); a share
+        ``grey_fraction`` of them in grey."""
         photo = self.photos[int(rng.integers(len(self.photos)))]
         window = self._image_window(photo, rng) if self.tile_anywhere else self._square_window(photo, rng)
-        return window[:, ::-1] if rng.random() < 0.5 else window
+        window = window[:, ::-1] if rng.random() < 0.5 else window
+        # Drawn only when asked, so a config without it draws exactly the tiles it always drew.
+        if self.grey_fraction and rng.random() < self.grey_fraction:
+            from qsit.images import grey
+
+            window = grey(window)
+        return window
 
     def _square_window(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from PIL import Image
@@ -341,7 +350,8 @@ def tile_sampler(pc, photos: list[Path], tile: int, names: list[str], mean, std,
     return TileSampler(photos, tile, names, mean, std, corpus_side=pc.corpus_side,
                        tile_rescale=tuple(pc.tile_rescale) if pc.tile_rescale else None,
                        window_side=pc.window_side, tiles_per_window=pc.tiles_per_window,
-                       local_block=patch if pc.local_mos_weight > 0 else None, **fraction)
+                       local_block=patch if pc.local_mos_weight > 0 else None, grey_fraction=pc.grey_fraction,
+                       **fraction)
 
 
 def train_perception(recipe) -> tuple[Path, dict | None, int]:

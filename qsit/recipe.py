@@ -231,7 +231,7 @@ class TrainRecipe:
             tokens, t0 = 0, time.perf_counter()
             for b in range(start, len(batches)):
                 batch = collate([encode(self.processor, it.record, it.images, self.level_ids,
-                                        self._flip(it, epoch, b, i)) for i, it in enumerate(batches[b])])
+                                        *self._view(it, epoch, b, i)) for i, it in enumerate(batches[b])])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
                                     and self.dist.engine is None):
@@ -273,14 +273,16 @@ class TrainRecipe:
         return TrainResult(final, "chat", list(self.state["history"]), cfg.mix.reference_ratio,
                            self.state["global_step"])
 
-    def _flip(self, item, epoch: int, batch: int, index: int):
-        """The view a training record is drawn in: flipped at random for scoring records when asked."""
-        from qsit.tokenization import drawn_flip
+    def _view(self, item, epoch: int, batch: int, index: int) -> tuple:
+        """The view a training record is drawn in, (flip, grey): for scoring records, flipped and in
+        grey at random when asked; other records as they are."""
+        from qsit.tokenization import drawn_flip, drawn_grey
 
         t = self.cfg.train
-        if not t.flip_scoring_images or item.record.kind != SCORING:
-            return None
-        return drawn_flip(t.seed, epoch, batch, index)
+        if item.record.kind != SCORING:
+            return None, False
+        flip = drawn_flip(t.seed, epoch, batch, index) if t.flip_scoring_images else None
+        return flip, drawn_grey(t.seed, epoch, batch, index, t.grey_scoring_images)
 
     def _loss_sum(self, model, batch: dict):
         """Summed loss over the batch's labelled tokens (soft level targets where the batch has them), and their count."""

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from qsit.conversation import segments
-from qsit.images import load_image
+from qsit.images import grey_image, load_image
 from qsit.records import IMAGE_MARKER, SCORING, Record
 
 IGNORE_INDEX = -100
@@ -46,14 +46,16 @@ class Example:
 
 
 def encode(processor, record: Record, image_paths: list[Path], level_ids: list[int] | None = None,
-           transpose: Image.Transpose | None = None) -> Example:
+           transpose: Image.Transpose | None = None, grey: bool = False) -> Example:
     """One record as input ids, labels (-100 outside assistant turns) and pixel values; with
     ``level_ids`` (the level words' tokens, bad … excellent), a scoring record's soft level target;
-    with ``transpose``, every image of the record seen flipped that way."""
+    with ``transpose``, every image of the record seen flipped that way; with ``grey``, in grey."""
     tok = processor.tokenizer
     images = [load_image(p).image for p in image_paths]
     if transpose is not None:
         images = [im.transpose(transpose) for im in images]
+    if grey:
+        images = [grey_image(im) for im in images]
     ids: list[int] = []
     labels: list[int] = []
     pixel_values, image_sizes, used = [], [], 0
@@ -81,6 +83,11 @@ def drawn_flip(seed: int, epoch: int, batch: int, index: int) -> Image.Transpose
     """The view (one of ``SCORING_FLIPS``) of the ``index``-th record of an epoch's ``batch``-th batch:
     a function of its place, so a resumed run draws what the interrupted one would have."""
     return random.Random(f"{seed}/{epoch}/{batch}/{index}").choice(SCORING_FLIPS)
+
+
+def drawn_grey(seed: int, epoch: int, batch: int, index: int, fraction: float) -> bool:
+    """Whether that record is seen in grey (with probability ``fraction``), also by its place."""
+    return fraction > 0 and random.Random(f"{seed}/{epoch}/{batch}/{index}/grey").random() < fraction
 
 
 def soft_level_label(record: Record, labels: list[int], level_ids: list[int]) -> tuple[int, list[float]] | None:

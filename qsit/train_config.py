@@ -138,6 +138,10 @@ class PerceptionConfig:
     local_mos_weight: float = 0.0
     """> 0: every patch token also predicts its patch's pseudo-MOS (a quality map from the SSIM
     maps, as BIECON learns local full-reference scores), with this weight."""
+    grey_fraction: float = 0.0
+    """Share of drawn windows seen in grey (before the damage): colour then cannot stand for quality.
+    Many damages (fog, contrast, exposure, snow) wash colour out, so a tower shown only colourful
+    clean photos learns that grey means damaged and scores clean grey photos low."""
 
 
 @dataclass
@@ -170,6 +174,10 @@ class TrainSettings:
     is drawn (``qsit.tokenization.SCORING_FLIPS``): more views of the same photos for the score, with the
     label unchanged where the score is a full-reference one against a pristine image that would flip
     with it, as qsit's pseudo-MOS is. Other kinds are never flipped: their answers may say where."""
+    grey_scoring_images: float = 0.0
+    """Share of scoring records whose image is drawn in grey (``qsit.images.grey``), at random each time
+    it is drawn: label-exact for qsit's pseudo-MOS, which compares the luminance that grey keeps, and it
+    stops the score reading colour as quality. Other kinds stay in colour: their answers may name one."""
     log_every: int = 10
     save_every_steps: int = 0
     """Also checkpoint every N optimizer steps (0: only at the end of each epoch)."""
@@ -319,6 +327,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.score_labels must be one of {', '.join(SCORE_LABELS)}, got {t.score_labels!r}")
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
+    if not 0 <= t.grey_scoring_images <= 1:
+        raise ConfigError(f"train.grey_scoring_images must be in [0, 1], got {t.grey_scoring_images}")
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
     check_trainable_preset(cfg.preset)
@@ -343,6 +353,8 @@ def check(cfg: TrainConfig) -> None:
                               f"(pairs draw their own), got {p.pristine_fraction}")
         if p.local_mos_weight < 0:
             raise ConfigError(f"perception.local_mos_weight must be >= 0, got {p.local_mos_weight}")
+        if not 0 <= p.grey_fraction <= 1:
+            raise ConfigError(f"perception.grey_fraction must be in [0, 1], got {p.grey_fraction}")
         if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
             raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
                               f"got {p.ranking_weight} with batch_size {p.batch_size}")

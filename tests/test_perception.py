@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from qsit import perception
+from qsit.images import grey
 from qsit.perception import TileSampler, find_photos, split_photos
 from qsit.recipe import run, validate
 from qsit.train_config import ConfigError, load_config
@@ -201,6 +202,32 @@ def test_the_share_of_undamaged_tiles_follows_the_config(small_corpus, tmp_path)
     assert 0.08 < pristine_share() < 0.27  # a sixth by default
     assert 0.6 < pristine_share("perception.pristine_fraction=0.75") < 0.9
     assert pristine_share("perception.pristine_fraction=0") == 0
+
+
+def test_grey_windows_follow_the_config_and_keep_their_label(small_corpus, tmp_path):
+    from data_builders.synthetic import similarity
+
+    photos = find_photos([small_corpus / "photos" / "train"])
+
+    def draws(*overrides):
+        pc = load_config(STAGE1, [f"output_dir={tmp_path}", *overrides]).perception
+        sampler = perception.tile_sampler(pc, photos, 32, ["fog", "contrast"], [0.5] * 3, [0.5] * 3, patch=8)
+        return [sampler.draw(np.random.default_rng([6, i])) for i in range(60)]
+
+    def is_grey(sample):
+        return np.ptp(sample.pixels, axis=0).max() < 1e-6  # the same value in every channel
+
+    colour, some, every = draws(), draws("perception.grey_fraction=0.3"), draws("perception.grey_fraction=1")
+    assert all(map(is_grey, every))
+    assert sum(map(is_grey, colour)) + 5 < sum(map(is_grey, some)) < sum(map(is_grey, colour)) + 35
+    # Without the option nothing more is drawn: the tiles are those the stage always drew.
+    for a, b in zip(colour, draws("perception.grey_fraction=0"), strict=True):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+    # The pseudo-MOS compares luminance, which grey keeps: a damaged image and its grey view share a label.
+    rng = np.random.default_rng(0)
+    ref = rng.random((48, 48, 3)) * 0.5 + np.linspace(0, 0.5, 48)[:, None, None]
+    damaged = ref * [1.0, 0.6, 0.3]
+    assert similarity(ref, grey(damaged)) == pytest.approx(similarity(ref, damaged), abs=1e-9)
 
 
 @pytest.mark.slow

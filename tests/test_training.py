@@ -316,26 +316,29 @@ def weights(folder):
     return {k: v for f in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
-@pytest.mark.parametrize("flips", [False, True], ids=["upright", "flipped-scoring-images"])
-def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path, monkeypatch, flips):
+@pytest.mark.parametrize("flips, grey", [(False, 0.0), (True, 0.0), (False, 0.5)],
+                         ids=["upright", "flipped-scoring-images", "grey-scoring-images"])
+def test_resume_after_interrupt_matches_an_uninterrupted_run(small_corpus, tmp_path, monkeypatch, flips, grey):
     import qsit.tokenization
 
     views = Counter()
     real_encode = qsit.tokenization.encode
 
-    def watched_encode(processor, record, paths, level_ids=None, transpose=None):
-        views[record.kind, transpose] += 1
-        return real_encode(processor, record, paths, level_ids, transpose)
+    def watched_encode(processor, record, paths, level_ids=None, transpose=None, grey=False):
+        views[record.kind, transpose, grey] += 1
+        return real_encode(processor, record, paths, level_ids, transpose, grey)
 
     monkeypatch.setattr(qsit.tokenization, "encode", watched_encode)
-    option = f"train.flip_scoring_images={str(flips).lower()}"
-    straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5", option),
+    options = (f"train.flip_scoring_images={str(flips).lower()}", f"train.grey_scoring_images={grey}")
+    straight = run(tiny_cfg(small_corpus, tmp_path / "a", "train.epochs=2", "mix.reference_ratio=0.5", *options),
                    progress=False).final
-    # training draws scoring images in all four views when asked; validation and other kinds never flip
-    assert {view for kind, view in views if kind != "scoring"} == {None}
-    assert {view for kind, view in views if kind == "scoring"} == (set(SCORING_FLIPS) if flips else {None})
+    # training draws scoring images in all four views, and in grey, when asked; validation and other
+    # kinds are always seen as they are
+    assert {(flip, g) for kind, flip, g in views if kind != "scoring"} == {(None, False)}
+    assert {flip for kind, flip, _ in views if kind == "scoring"} == (set(SCORING_FLIPS) if flips else {None})
+    assert {g for kind, _, g in views if kind == "scoring"} == ({False, True} if grey else {False})
     cfg = tiny_cfg(small_corpus, tmp_path / "b", "train.epochs=2", "mix.reference_ratio=0.5",
-                   "train.save_every_steps=9", option)
+                   "train.save_every_steps=9", *options)
     # Ctrl-C right after the step-9 checkpoint, mid-way through epoch 2 (6 batches per epoch).
     with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, TrainRecipe, "save_checkpoint",
                                                                  when=lambda tag: tag == "step-9"):
