@@ -156,6 +156,24 @@ def monotonicity(assessor, photo: Path, size: int = 224, seed: int = 0, draws: i
     return out
 
 
+def colour_reliance(assessor, images: list[Path]) -> dict:
+    """Each colourful image scored as it is and in grey (``qsit.images.grey``, the luminance qsit's
+    pseudo-MOS compares, so its label would not change): how much of the score is colour. Many damages
+    wash colour out (fog, contrast, exposure), so a model shown only colourful clean photos may learn
+    that grey means damaged. Images already grey are left out (their grey view is themselves)."""
+    from qsit.images import grey_image, load_image
+
+    loaded = [load_image(p).image for p in images]
+    colourful = [(p, im) for p, im in zip(images, loaded, strict=True) if np.ptp(np.asarray(im), axis=-1).any()]
+    scores = [r.score for r in assessor.score([v for _, im in colourful for v in (im, grey_image(im))])]
+    rows = [{"image": str(p), "colour": scores[2 * i], "grey": scores[2 * i + 1]} for i, (p, _) in enumerate(colourful)]
+    diff = [r["grey"] - r["colour"] for r in rows]
+    return {"n": len(rows), "left_out_grey": len(images) - len(rows),
+            "colour": float(np.mean([r["colour"] for r in rows])) if rows else None,
+            "grey": float(np.mean([r["grey"] for r in rows])) if rows else None,
+            "difference": float(np.mean(diff)) if rows else None, "images": rows}
+
+
 def monotonicity_summary(results: list[dict]) -> dict:
     """How many photos pass, per distortion and on all four, and how their clean scores spread.
 

@@ -19,7 +19,9 @@ Measures (pseudo-MOS from synthetic distortions, not human opinion):
   whether blur, noise, JPEG and darkening at three severities each score below the clean photo
   and monotonically lower with severity (noise, drawn at random, as the mean of 8 draws);
   with ``--unseen-photos DIR``, the same on every photo of a folder, counted (not a target:
-  one photo can pass by luck).
+  one photo can pass by luck);
+* how much of the score is colour: the colourful pristine test images scored as they are and in
+  grey, whose luminance (all the pseudo-MOS compares) is the same (not a target).
 
 Writes ``targets.json``, ``targets.md``, a scatter of predicted score vs pseudo-MOS, a score
 histogram per level of the pseudo-MOS, and the monotonicity plots. Evaluation caches (scores,
@@ -37,6 +39,7 @@ import numpy as np
 
 from evals.targets import (
     MONOTONIC_SEVERITIES,
+    colour_reliance,
     default_unseen_photo,
     explanation_checks,
     letter_and_words,
@@ -136,6 +139,11 @@ def markdown(t: dict) -> str:
                      f"{by_photo['offsets_removed']:.3f}, with each damage's {by_damage['offsets_removed']:.3f}"
                      + (f"; pristine images sit {pristine['residual']:+.1f} pseudo-MOS from where their scores put "
                         "them" if pristine else "") + " (`iqa.by_photo`, `iqa.by_damage` in targets.json).")
+    colour = t.get("colour")
+    if colour and colour["n"]:
+        lines.append(f"\nNot a target: the {colour['n']} colourful pristine test images score {colour['colour']:.2f} in "
+                     f"colour and {colour['grey']:.2f} in grey ({colour['difference']:+.2f}), though grey keeps the "
+                     "luminance their pseudo-MOS compares (`colour` in targets.json).")
     picked = t["llvisionqa"].get("likelihood_of_answer")
     if picked:
         lines.append(f"\nNot a target: LLVisionQA by the likelihood of each whole answer (the option the model "
@@ -153,6 +161,11 @@ def score_misses(samples: list[dict]) -> dict:
     photos = [photo_in_path(s["img_path"]) for s in samples]
     damages = [damage_in_name(s["img_path"])[0] or "pristine" for s in samples]
     return {"by_photo": score_miss_by_group(pred, mos, photos), "by_damage": score_miss_by_group(pred, mos, damages)}
+
+
+def pristine_test_images(samples: list[dict], corpus: Path) -> list[Path]:
+    """The undamaged images among the scored test images."""
+    return [corpus / s["img_path"] for s in samples if Path(s["img_path"]).stem == "pristine"]
 
 
 def photos_in(folder: Path) -> list[Path]:
@@ -255,6 +268,7 @@ def main(argv=None) -> int:
     qa, picked = qa_both["generate"], qa_both["likelihood"]
     qa_samples = [json.loads(line) for line in (out / "llvisionqa_samples.jsonl").open()]
     explain = explanation_checks(assessor, corpus, out, args.explain_sample)
+    colour = colour_reliance(assessor, pristine_test_images(samples, corpus))
     mono = monotonicity(assessor, Path(args.photo) if args.photo else default_unseen_photo())
     plot_monotonic(mono, out / "monotonic.png")
     if args.unseen_photos:
@@ -271,7 +285,7 @@ def main(argv=None) -> int:
                        "yes_no_confusion": yes_no_confusion(qa_samples),
                        "likelihood_of_answer": {"accuracy": picked["overall"]["accuracy"],
                                                 "by_type": {k: v["accuracy"] for k, v in picked["by_type"].items()}}},
-        "explain": explain, "monotonicity": mono,
+        "explain": explain, "monotonicity": mono, "colour": colour,
     }
     if args.unseen_photos:
         targets["unseen_photos"] = many

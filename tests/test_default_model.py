@@ -142,3 +142,27 @@ def test_the_evaluation_splits_the_score_miss_by_corpus_photo_and_damage():
     targets["iqa"].update(miss)
     line = next(x for x in script.markdown(targets).splitlines() if "mean offset taken away" in x)
     assert f"would reach {miss['by_photo']['offsets_removed']:.3f}" in line and "pristine images sit +" in line
+
+
+def test_the_evaluation_scores_colourful_clean_images_in_grey_too(default_assessor, tmp_path):
+    from PIL import Image
+
+    from evals.targets import colour_reliance
+    from qsit.images import grey_image
+
+    script = evaluation_script()
+    photo = Image.open(ROOT / "examples" / "hopper.jpg").convert("RGB")
+    grey_photo = tmp_path / "grey.png"
+    grey_image(photo).save(grey_photo)
+    result = colour_reliance(default_assessor, [ROOT / "examples" / "hopper.jpg", grey_photo])
+    assert result["n"] == 1 and result["left_out_grey"] == 1  # a grey photo's grey view is itself
+    colour, grey = (r.score for r in default_assessor.score([photo, grey_image(photo)]))
+    assert result["colour"] == pytest.approx(colour) and result["grey"] == pytest.approx(grey)
+    assert result["difference"] == pytest.approx(grey - colour)
+    # the clean images are found among the scored test images by name
+    samples = [{"img_path": "images/test/coffee_c0/pristine.png"}, {"img_path": "images/test/coffee_c0/jpeg_s3.png"}]
+    assert script.pristine_test_images(samples, tmp_path) == [tmp_path / "images/test/coffee_c0/pristine.png"]
+    targets = json.loads(FIGURES.read_text())
+    targets["colour"] = result
+    line = next(x for x in script.markdown(targets).splitlines() if "in grey" in x)
+    assert f"score {colour:.2f} in colour and {grey:.2f} in grey" in line
