@@ -5,8 +5,9 @@ photos learns *which photo* it sees, not *how damaged* it is. This stage
 shows the tower tiles exactly as the anyres processor cuts them (the tower's
 own tile size, native pixels) from pristine training photos, distorted on the
 fly every step — a fresh family, severity, crop position, scale and flip each
-time, and with ``grey_fraction`` some of the photos seen in grey — and trains it, through small heads on its mean-pooled last features
-(the same features the projector receives), to tell
+time, and with ``grey_fraction`` some photos seen in grey — and trains it,
+through small heads on its mean-pooled last features (the same features the
+projector receives), to tell
 
 * the distortion (one of the corpus's distortions, or none),
 * its severity (0..5, as a regression; with ``severity_per_distortion`` one
