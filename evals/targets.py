@@ -167,11 +167,12 @@ def colour_reliance(assessor, images: list[Path]) -> dict:
     colourful = [(p, im) for p, im in zip(images, loaded, strict=True) if np.ptp(np.asarray(im), axis=-1).any()]
     scores = [r.score for r in assessor.score([v for _, im in colourful for v in (im, grey_image(im))])]
     rows = [{"image": str(p), "colour": scores[2 * i], "grey": scores[2 * i + 1]} for i, (p, _) in enumerate(colourful)]
-    diff = [r["grey"] - r["colour"] for r in rows]
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
     return {"n": len(rows), "left_out_grey": len(images) - len(rows),
-            "colour": float(np.mean([r["colour"] for r in rows])) if rows else None,
-            "grey": float(np.mean([r["grey"] for r in rows])) if rows else None,
-            "difference": float(np.mean(diff)) if rows else None, "images": rows}
+            "colour": mean([r["colour"] for r in rows]), "grey": mean([r["grey"] for r in rows]),
+            "difference": mean([r["grey"] - r["colour"] for r in rows]), "images": rows}
 
 
 def monotonicity_summary(results: list[dict]) -> dict:

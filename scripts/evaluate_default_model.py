@@ -164,8 +164,10 @@ def score_misses(samples: list[dict]) -> dict:
 
 
 def pristine_test_images(samples: list[dict], corpus: Path) -> list[Path]:
-    """The undamaged images among the scored test images."""
-    return [corpus / s["img_path"] for s in samples if Path(s["img_path"]).stem == "pristine"]
+    """The undamaged images among the scored test images (named by the corpus's rule, as ``score_misses`` reads it)."""
+    from data_builders.synthetic import damage_in_name
+
+    return [corpus / s["img_path"] for s in samples if damage_in_name(s["img_path"])[0] is None]
 
 
 def photos_in(folder: Path) -> list[Path]:
