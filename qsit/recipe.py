@@ -43,6 +43,16 @@ def default_scoring_prompt(preset: str):
     return p.scoring_prompt(p.tasks[0])
 
 
+def lr_schedule(optimizer, t, total_steps: int):
+    """The learning-rate schedule of ``train`` (``t``): its warm-up, its shape, and a floor under the cosine."""
+    from transformers import get_scheduler
+
+    name, floor = (("cosine_with_min_lr", {"min_lr_rate": t.min_lr_ratio}) if t.min_lr_ratio
+                   else (t.scheduler, None))
+    return get_scheduler(name, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
+                         num_training_steps=total_steps, scheduler_specific_kwargs=floor)
+
+
 @dataclass
 class TrainResult:
     """What a run returns: where the model is and what happened, so callers never parse logs."""
@@ -166,12 +176,9 @@ class TrainRecipe:
                           if t.score_labels == "soft" else None)
         self._log("data", **self.data.summary())
         optimizer = torch.optim.AdamW(self._param_groups(), lr=t.lr, weight_decay=t.weight_decay)
-        from transformers import get_scheduler
-
         steps_per_epoch = math.ceil(sum(self.data.sizes.values()) / (t.batch_size * self.dist.world) / t.grad_accum)
         self.total_steps = max(1, steps_per_epoch * t.epochs)  # the plan can move; the schedule follows the first
-        scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * self.total_steps),
-                                  num_training_steps=self.total_steps)
+        scheduler = lr_schedule(optimizer, t, self.total_steps)
         self.optimizer, self.scheduler = self.dist.wrap(self.model, optimizer, scheduler, self.device, precision)
         self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sizes": dict(self.data.sizes),
                       "history": [], "losses": []}

@@ -154,6 +154,9 @@ class TrainSettings:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     scheduler: str = "cosine"
+    min_lr_ratio: float = 0.0
+    """The cosine schedule's floor as a fraction of ``lr`` (transformers' ``cosine_with_min_lr``); 0 decays
+    to zero. A mix whose rate has not yet fallen ties yes-no answers to the question (model card, step 74)."""
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "auto"
@@ -325,6 +328,10 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("train.vision_lr needs train.freeze_vision: false and a positive value")
     if t.score_labels not in SCORE_LABELS:
         raise ConfigError(f"train.score_labels must be one of {', '.join(SCORE_LABELS)}, got {t.score_labels!r}")
+    if not 0 <= t.min_lr_ratio < 1:
+        raise ConfigError(f"train.min_lr_ratio must be in [0, 1), got {t.min_lr_ratio}")
+    if t.min_lr_ratio and t.scheduler != "cosine":
+        raise ConfigError(f"train.min_lr_ratio needs train.scheduler: cosine, got {t.scheduler!r}")
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ConfigError(f"train.precision must be auto, bf16, fp16 or fp32, got {t.precision!r}")
     if not 0 <= t.grey_scoring_images <= 1:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
-from qsit.recipe import TrainRecipe, run, validate
+from qsit.recipe import TrainRecipe, lr_schedule, run, validate
 from qsit.tokenization import (
     IGNORE_INDEX,
     SCORING_FLIPS,
@@ -64,6 +64,32 @@ def test_every_shipped_config_validates(path, small_corpus, tmp_path):
     assert report["train_pools"]["scoring"] > 0 and report["epoch_sizes"]["scoring"] > 0
     if cfg.deepspeed:
         assert report["deepspeed"].startswith("ZeRO stage")
+
+
+def learning_rates(cfg, steps: int) -> list[float]:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+    schedule = lr_schedule(optimizer, cfg.train, steps)
+    rates = []
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(schedule.get_last_lr()[0])
+    return rates
+
+
+def test_the_cosine_schedule_keeps_the_floor_it_is_given(small_corpus, tmp_path):
+    plain = learning_rates(load_config(TINY, overrides(small_corpus, tmp_path, "train.lr=0.01")), 100)
+    floored = learning_rates(load_config(TINY, overrides(small_corpus, tmp_path, "train.lr=0.01",
+                                                         "train.min_lr_ratio=0.25")), 100)
+    assert plain[-1] == pytest.approx(0.0, abs=1e-6) and floored[-1] == pytest.approx(0.0025, rel=1e-3)
+    assert max(floored) == pytest.approx(0.01, rel=1e-3)
+    peak = floored.index(max(floored))
+    assert (np.diff(floored[peak:]) <= 0).all()  # falls to the floor, never below it
+    assert min(floored[peak:]) == pytest.approx(0.0025, rel=1e-3)
+    with pytest.raises(ConfigError, match=r"train.min_lr_ratio must be in \[0, 1\)"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.min_lr_ratio=1"))
+    with pytest.raises(ConfigError, match="train.min_lr_ratio needs train.scheduler: cosine"):
+        load_config(TINY, overrides(small_corpus, tmp_path, "train.min_lr_ratio=0.2", "train.scheduler=linear"))
 
 
 def test_unknown_keys_and_bad_overrides_are_errors(small_corpus, tmp_path):
