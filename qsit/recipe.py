@@ -37,6 +37,14 @@ from qsit.train_config import ConfigError, TrainConfig
 from qsit.train_data import TrainData, conversation_texts, load_sources
 
 
+def epoch_end_steps(history: list[dict], last_step: int) -> list[float]:
+    """Where each epoch's validation belongs on the loss plot's step axis: the step it was taken at.
+
+    Runs saved before the step was recorded get their epochs spread evenly up to ``last_step``.
+    """
+    return [h.get("step", last_step * (i + 1) / len(history)) for i, h in enumerate(history)]
+
+
 def default_scoring_prompt(preset: str):
     """The preset's scoring prompt of its first (default) task, whose level words D1 answers use."""
     p = get_preset(preset)
@@ -264,7 +272,7 @@ class TrainRecipe:
             val = self.validation_losses()
             decision = adjust(self.state["sizes"], val.get(SCORING), val.get(INTERPRETING),
                               cfg.mix.reference_ratio, cfg.mix.step, cfg.mix.tolerance)
-            entry = {"epoch": epoch, "val_loss": val, "ratio": decision.ratio, "reference": cfg.mix.reference_ratio,
+            entry = {"epoch": epoch, "step": self.state["global_step"], "val_loss": val, "ratio": decision.ratio, "reference": cfg.mix.reference_ratio,
                      "action": decision.action, "sizes_before": self.state["sizes"], "sizes_after": decision.sizes}
             self._log("adjust", **entry)
             if self.rank == 0:
@@ -409,19 +417,25 @@ class TrainRecipe:
 
         steps, losses = zip(*self.state["losses"], strict=True)
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, losses, lw=0.8, alpha=0.6, label="train (per batch)")
-        per_epoch = [(i + 1, h["val_loss"]) for i, h in enumerate(self.state["history"])]
-        ax2 = ax.twiny() if per_epoch else None
+        ax.plot(steps, losses, lw=0.6, alpha=0.3, color="tab:grey", label="train (per batch)")
+        window = max(1, len(losses) // 50)
+        if window > 1:
+            ax.plot(steps[window - 1:], np.convolve(losses, np.ones(window) / window, mode="valid"), lw=1.2,
+                    color="tab:blue", label=f"train (mean of {window})")
+        ends = epoch_end_steps(self.state["history"], steps[-1])
+        for end in ends:
+            ax.axvline(end, color="0.8", lw=0.6, ls=":")
         for kind, style in zip(KINDS, ("o-", "s-", "^-"), strict=True):
-            pts = [(e, v[kind]) for e, v in per_epoch if kind in v]
-            if pts and ax2 is not None:
-                ax2.plot(*zip(*pts, strict=True), style, label=f"val {kind}")
-        ax.set_xlabel("step")
+            pts = [(x, h["val_loss"][kind]) for x, h in zip(ends, self.state["history"], strict=True)
+                   if kind in h["val_loss"]]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, ms=4, label=f"val {kind}")
+        ax.set_xlabel("step (dotted: end of an epoch)")
         ax.set_ylabel("loss")
-        if ax2 is not None:
-            ax2.set_xlabel("epoch")
-            ax2.legend(loc="upper right", fontsize=8)
-        ax.legend(loc="upper left", fontsize=8)
+        # the first batches' losses are ten times the rest, and single batches spike: clip them
+        val = [v for h in self.state["history"] for v in h["val_loss"].values()]
+        ax.set_ylim(0, 1.1 * max([np.percentile(losses[len(losses) // 20:], 99), *val]))
+        ax.legend(loc="upper right", fontsize=7)
         fig.tight_layout()
         fig.savefig(self.out / "loss.png", dpi=110)
         plt.close(fig)

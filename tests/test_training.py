@@ -304,6 +304,13 @@ def test_adjustment_moves_sizes_the_right_way_on_scripted_losses():
 # ---------------------------------------------------------------- training runs
 
 
+def test_validation_sits_at_the_step_its_epoch_ended():
+    from qsit.recipe import epoch_end_steps
+
+    assert epoch_end_steps([{"step": 40}, {"step": 70}], 70) == [40, 70]  # epochs of unequal length
+    assert epoch_end_steps([{}, {}], 100) == [50, 100]  # a run saved before steps were recorded
+
+
 def tiny_cfg(corpus, out, *extra):
     return load_config(TINY, overrides(corpus, out, "mix.ratios=null", "mix.sizes={scoring: 24, interpreting: 24}",
                                        "train.batch_size=4", "train.log_every=1", *extra))
@@ -324,6 +331,7 @@ def test_a_few_dozen_steps_lower_the_loss(small_corpus, tmp_path):
     val = [e["val_loss"] for e in log if e["event"] == "adjust"]
     assert val[-1]["scoring"] < val[0]["scoring"]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 5000
+    assert [e["step"] for e in result.epochs] == [6, 12, 18, 24, 30, 36]  # where the plot puts validation
     assert len((tmp_path / "run" / "mix_log.jsonl").read_text().splitlines()) == 6
     from qsit.assessor import Assessor
 
