@@ -156,8 +156,8 @@ class TrainSettings:
     scheduler: str = "cosine"
     min_lr_ratio: float = 0.0
     """The cosine schedule's floor as a fraction of ``lr`` (transformers' ``cosine_with_min_lr``); 0 decays
-    to zero. Steps at a rate that has not yet fallen tied the mix's yes-no answers to the question on one
-    seed of two (model card, step 74)."""
+    to zero. A floor of 0.25 in the mix tied its yes-no answers to the question on one seed and not on
+    the other (model card, step 75)."""
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "auto"
