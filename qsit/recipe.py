@@ -272,8 +272,9 @@ class TrainRecipe:
             val = self.validation_losses()
             decision = adjust(self.state["sizes"], val.get(SCORING), val.get(INTERPRETING),
                               cfg.mix.reference_ratio, cfg.mix.step, cfg.mix.tolerance)
-            entry = {"epoch": epoch, "step": self.state["global_step"], "val_loss": val, "ratio": decision.ratio, "reference": cfg.mix.reference_ratio,
-                     "action": decision.action, "sizes_before": self.state["sizes"], "sizes_after": decision.sizes}
+            entry = {"epoch": epoch, "step": self.state["global_step"], "val_loss": val, "ratio": decision.ratio,
+                     "reference": cfg.mix.reference_ratio, "action": decision.action,
+                     "sizes_before": self.state["sizes"], "sizes_after": decision.sizes}
             self._log("adjust", **entry)
             if self.rank == 0:
                 with open(self.out / "mix_log.jsonl", "a") as f:
