@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from qsit.mixture import adjust, draw_epoch, length_grouped_batches, padding_fraction, resolve_sizes
-from qsit.recipe import TrainRecipe, lr_schedule, run, validate
+from qsit.recipe import TrainRecipe, epoch_end_steps, lr_schedule, run, validate
 from qsit.tokenization import (
     IGNORE_INDEX,
     SCORING_FLIPS,
@@ -305,8 +305,6 @@ def test_adjustment_moves_sizes_the_right_way_on_scripted_losses():
 
 
 def test_validation_sits_at_the_step_its_epoch_ended():
-    from qsit.recipe import epoch_end_steps
-
     assert epoch_end_steps([{"step": 40}, {"step": 70}], 70) == [40, 70]  # epochs of unequal length
     assert epoch_end_steps([{}, {}], 100) == [50, 100]  # a run saved before steps were recorded
 
