@@ -139,9 +139,26 @@ def continuation_token_ids(tokenizer, prefix: str, words) -> list[int]:
     return ids
 
 
+def scoring_prefix(tokenizer, prompt: ScoringPrompt) -> str:
+    """The answer prefix the level word follows, as the model must be shown it.
+
+    Where the tokenizer makes the space before a word a token of its own (qsit's tiny
+    vocabulary with ``space_token``), every level word's continuation begins with that
+    same space token, so it belongs to the prefix; elsewhere the prefix is the preset's.
+    """
+    prefix = prompt.answer_prefix
+    if not prefix or prefix[-1].isspace():
+        return prefix
+    space = tokenizer(" ", add_special_tokens=False)["input_ids"]
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    full = tokenizer(f"{prefix} {prompt.level_words[0]}", add_special_tokens=False)["input_ids"]
+    spaced = len(space) == 1 and full[: len(prefix_ids) + 1] == prefix_ids + space
+    return prefix + " " if spaced else prefix
+
+
 def resolve_level_token_ids(tokenizer, prompt: ScoringPrompt) -> list[int]:
     """The first token of each level word right after the answer prefix; they must be distinct."""
-    ids = continuation_token_ids(tokenizer, prompt.answer_prefix, prompt.level_words)
+    ids = continuation_token_ids(tokenizer, scoring_prefix(tokenizer, prompt), prompt.level_words)
     if len(set(ids)) != len(ids):
         pieces = tokenizer.convert_ids_to_tokens(ids)
         shown = ", ".join(f"{w!r}→{p!r}({i})" for w, p, i in zip(prompt.level_words, pieces, ids, strict=True))
@@ -222,6 +239,9 @@ class Assessor:
         self.level_token_ids = {
             task: resolve_level_token_ids(self.tokenizer, self.preset.scoring_prompt(task))
             for task in self.preset.tasks
+        }
+        self.scoring_prefixes = {
+            task: scoring_prefix(self.tokenizer, self.preset.scoring_prompt(task)) for task in self.preset.tasks
         }
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -304,7 +324,7 @@ class Assessor:
 
     def _encode_scoring(self, loaded: list[LoadedImage], task: str):
         prompt = self.preset.scoring_prompt(task)
-        text = self._prompt([user_turn(prompt.question)], prompt.answer_prefix)
+        text = self._prompt([user_turn(prompt.question)], self.scoring_prefixes[task])
         return self._encode([text] * len(loaded), loaded)
 
     def _next_token_logits(self, inputs, token_ids: Sequence[int]) -> np.ndarray:

@@ -26,7 +26,7 @@ def reference_level_logits(assessor, image, task: str = "quality") -> np.ndarray
     inputs = assessor.processor(images=loaded.image, text=text, return_tensors="pt").to(
         assessor.device, assessor.dtype
     )
-    prefix_ids = assessor.tokenizer(prompt.answer_prefix, return_tensors="pt")["input_ids"].to(assessor.device)
+    prefix_ids = assessor.tokenizer(assessor.scoring_prefixes[task], return_tensors="pt")["input_ids"].to(assessor.device)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], prefix_ids], dim=-1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     with torch.inference_mode():

@@ -65,6 +65,8 @@ class TinyConfig:
     text_kv_heads: int = 2
     vocab_size: int = 1024
     anyres_max: int = 9
+    space_token: bool = False
+    """A space is a token of its own, so a word is one token wherever it stands (see build_tokenizer)."""
     seed: int = 0
 
 
@@ -80,17 +82,27 @@ def tokenizer_corpus() -> list[str]:
     return lines * 20
 
 
-def build_tokenizer(vocab_size: int = 1024, texts: Iterable[str] = ()):
+def build_tokenizer(vocab_size: int = 1024, texts: Iterable[str] = (), space_token: bool = False):
     """A byte-level BPE tokenizer (Qwen2-style) with the chat and image special tokens.
 
     ``texts`` (e.g. the answers of a training corpus) are fitted besides qsit's own
     prompts, so that the words a model must learn to write are whole tokens.
+
+    With ``space_token`` a space never merges into the word after it. In a Qwen2-style
+    vocabulary "zoom" that begins an answer and " zoom" in the list of options before it
+    are two unrelated tokens, which a pretrained model has learnt to relate and a model
+    trained from random weights has not; with the space apart they are one token, so
+    answering from a list is copying a token the prompt holds.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="isolated"), byte_level])
+        if space_token else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
@@ -130,7 +142,7 @@ def build_tiny_checkpoint(
     )
 
     cfg = config or TinyConfig()
-    tokenizer = build_tokenizer(cfg.vocab_size, texts)
+    tokenizer = build_tokenizer(cfg.vocab_size, texts, cfg.space_token)
     pins = grid_pinpoints(cfg.image_size)
     tile = {"height": cfg.image_size, "width": cfg.image_size}
     processor = LlavaOnevisionProcessor(

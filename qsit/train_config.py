@@ -195,7 +195,7 @@ class TrainConfig:
     model: str
     """A LLaVA-OneVision checkpoint (folder or hub id), or "tiny" for a fresh random tiny one."""
     output_dir: str
-    tiny_size: dict[str, int] | None = None
+    tiny_size: dict[str, int | bool] | None = None
     """With model "tiny": qsit.tiny.TinyConfig fields (e.g. text_hidden) to size the fresh model."""
     tiny_vocab_from: list[str] = field(default_factory=list)
     """With model "tiny": record sources (folders or JSONL) whose conversation text the fresh

@@ -68,6 +68,56 @@ def test_batched_scoring_equals_one_by_one(assessor):
     assert np.ptp([r.score for r in single]) > 1e-3
 
 
+@pytest.fixture(scope="module")
+def spaced_assessor(tmp_path_factory):
+    """A tiny checkpoint whose vocabulary keeps the space apart (qsit-tiny's ``space_token``)."""
+    from qsit.tiny import TinyConfig, build_tiny_checkpoint
+
+    return Assessor.from_pretrained(build_tiny_checkpoint(tmp_path_factory.mktemp("spaced") / "ckpt",
+                                                          TinyConfig(space_token=True)))
+
+
+def test_with_the_space_apart_an_answer_begins_with_the_token_its_option_holds(assessor, spaced_assessor):
+    listed = "How is the overall quality of the image?\nA. excellent\nB. poor\n"
+    for a, copied in ((assessor, False), (spaced_assessor, True)):
+        ids = a.tokenizer(listed, add_special_tokens=False)["input_ids"]
+        answer = a.tokenizer("poor", add_special_tokens=False)["input_ids"]
+        assert (answer[0] in ids) is copied
+        assert a.tokenizer.decode(ids) == listed
+    assert spaced_assessor.tokenizer.convert_ids_to_tokens(answer) == ["poor"]
+
+
+@pytest.mark.parametrize("which", ["assessor", "spaced_assessor"])
+def test_scoring_reads_the_level_where_training_answers_put_it(which, request):
+    from qsit.conversation import segments
+    from qsit.prompts import user_turn
+
+    a = request.getfixturevalue(which)
+    prompt = a.preset.scoring_prompt("quality")
+    scored = a.tokenizer(a._prompt([user_turn(prompt.question)], a.scoring_prefixes["quality"]),
+                         add_special_tokens=False)["input_ids"]
+    for i, level_id in enumerate(a.level_token_ids["quality"]):
+        turns = [{"role": "user", "content": f"<image>\n{prompt.question}"},
+                 {"role": "assistant", "content": prompt.answer(i)}]
+        trained = a.tokenizer("".join(text for text, _ in segments(a.processor, turns)),
+                              add_special_tokens=False)["input_ids"]
+        assert trained[: len(scored)] == scored and trained[len(scored)] == level_id
+    spaced = which == "spaced_assessor"
+    assert a.scoring_prefixes["quality"].endswith(" ") is spaced
+
+
+def test_a_space_token_checkpoint_scores_like_any_other(spaced_assessor):
+    ims = images()
+    results = spaced_assessor.score(ims, batch_size=3)
+    for r, im in zip(results, ims, strict=True):
+        p = np.array([r.probabilities[w] for w in LEVELS])
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+        assert r.score == pytest.approx(float(p @ np.arange(1, 6)), abs=1e-9)
+        np.testing.assert_allclose(spaced_assessor.level_logits([im])[0], reference_level_logits(spaced_assessor, im),
+                                   atol=1e-4)
+    assert np.ptp([r.score for r in results]) > 1e-3
+
+
 def test_one_forward_pass_matches_the_published_generate_loop(tiny_checkpoint):
     a = Assessor.from_pretrained(tiny_checkpoint, preset="qsit-official")
     ims = images()
