@@ -226,16 +226,11 @@ class TrainRecipe:
 
             final, metrics, steps = train_perception(self)
             return TrainResult(final, "perception", [], None, steps, metrics)
-        import torch
         from tqdm.auto import tqdm
-
-        from qsit.tokenization import Collator, encode
 
         cfg, t = self.cfg, self.cfg.train
         # A finished run keeps its model: rewriting the same weights would only make every evaluation cache miss.
         finished = self._finished()
-        collate = Collator(self.processor.tokenizer.pad_token_id)
-        model = self.dist.forward_module(self.model)
         for epoch in range(self.state["epoch"], t.epochs):
             batches, info = self.data.epoch_batches(epoch, self.state["sizes"], self.rank, self.dist.world)
             self._log("epoch_start", epoch=epoch, sizes=self.state["sizes"], **info)
@@ -245,27 +240,18 @@ class TrainRecipe:
             self.model.train()
             tokens, t0 = 0, time.perf_counter()
             for b in range(start, len(batches)):
-                batch = collate([encode(self.processor, it.record, it.images, self.level_ids,
-                                        *self._view(it, epoch, b, i)) for i, it in enumerate(batches[b])])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
-                                    and self.dist.engine is None):
-                    total, count = self._loss_sum(model, batch)
-                    loss = total / max(count, 1)
                 boundary = (b + 1) % t.grad_accum == 0 or b + 1 == len(batches)
-                self.dist.step(loss, self.model, self.optimizer, self.scheduler, boundary, t.grad_accum,
-                               t.max_grad_norm)
-                tokens += int(batch["attention_mask"].sum())
+                value, n = self.train_step(batches[b], epoch, b, boundary)
+                tokens += n
                 self.state["step_in_epoch"] = b + 1
                 self.state["global_step"] += 1
-                value = float(loss.detach())
                 self.state["losses"].append([self.state["global_step"], value])
                 rate = tokens / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{rate:.0f}")
                 bar.update(1)
                 if self.state["global_step"] % t.log_every == 0:
                     self._log("train", epoch=epoch, step=self.state["global_step"], loss=value,
-                              lr=self.scheduler.get_last_lr()[0], tokens_per_s=rate)
+                              lr=self.scheduler.get_last_lr()[0], tokens_per_s=rate, **self._peak_memory())
                 if t.save_every_steps and self.state["global_step"] % t.save_every_steps == 0:
                     self.save_checkpoint(f"step-{self.state['global_step']}")
             bar.close()
@@ -288,6 +274,33 @@ class TrainRecipe:
         final = self.out / "final" if finished else self.finalize()
         return TrainResult(final, "chat", list(self.state["history"]), cfg.mix.reference_ratio,
                            self.state["global_step"])
+
+    def train_step(self, items: list, epoch: int, batch: int, boundary: bool) -> tuple[float, int]:
+        """One batch: encode, forward, backward, and the optimizer step at an accumulation boundary.
+        Returns the batch's mean loss and its real (non-padding) tokens."""
+        import torch
+
+        from qsit.tokenization import Collator, encode
+
+        collate = Collator(self.processor.tokenizer.pad_token_id)
+        encoded = collate([encode(self.processor, it.record, it.images, self.level_ids,
+                                  *self._view(it, epoch, batch, i)) for i, it in enumerate(items)])
+        encoded = {k: v.to(self.device) for k, v in encoded.items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+                            and self.dist.engine is None):
+            total, count = self._loss_sum(self.dist.forward_module(self.model), encoded)
+            loss = total / max(count, 1)
+        t = self.cfg.train
+        self.dist.step(loss, self.model, self.optimizer, self.scheduler, boundary, t.grad_accum, t.max_grad_norm)
+        return float(loss.detach()), int(encoded["attention_mask"].sum())
+
+    def _peak_memory(self) -> dict:
+        """The accelerator's peak allocation so far, for the training log (nothing on CPU)."""
+        import torch
+
+        if self.device.type != "cuda":
+            return {}
+        return {"peak_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)}
 
     def _view(self, item, epoch: int, batch: int, index: int) -> tuple:
         """The view a training record is drawn in, (flip, grey): for scoring records, flipped and in

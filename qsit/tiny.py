@@ -64,10 +64,33 @@ class TinyConfig:
     text_heads: int = 4
     text_kv_heads: int = 2
     vocab_size: int = 1024
+    """Of the fitted tokenizer."""
     anyres_max: int = 9
     space_token: bool = False
     """A space is a token of its own, so a word is one token wherever it stands (see build_tokenizer)."""
     seed: int = 0
+    vision_intermediate: int = 0
+    """The vision MLP's width (0: twice vision_hidden)."""
+    text_intermediate: int = 0
+    """The language model's MLP width (0: twice text_hidden)."""
+    embedding_rows: int = 0
+    """Rows of the language model's embedding and head (0: the tokenizer's size); a real checkpoint's
+    vocabulary size gives a random model its real parameter count and head cost."""
+    tie_embeddings: bool = True
+    max_positions: int = 4096
+
+
+# Random models of the published checkpoints' shapes (llava-hf/llava-onevision-qwen2-{0.5b,7b}-ov-hf:
+# SigLIP so400m/14 at 384 px without its last layer, Qwen2 0.5B / 7B), for measuring speed and
+# memory at real size where the weights cannot be downloaded. The tokenizer stays the tiny one.
+_SO400M = {"image_size": 384, "patch_size": 14, "vision_hidden": 1152, "vision_intermediate": 4304,
+           "vision_layers": 26, "vision_heads": 16, "max_positions": 32768}
+REAL_SHAPES = {
+    "0.5b": TinyConfig(**_SO400M, text_hidden=896, text_intermediate=4864, text_layers=24, text_heads=14,
+                       text_kv_heads=2, embedding_rows=151936, tie_embeddings=True),
+    "7b": TinyConfig(**_SO400M, text_hidden=3584, text_intermediate=18944, text_layers=28, text_heads=28,
+                     text_kv_heads=4, embedding_rows=152128, tie_embeddings=False),
+}
 
 
 def tokenizer_corpus() -> list[str]:
@@ -121,24 +144,51 @@ def grid_pinpoints(image_size: int) -> list[list[int]]:
     return [[h, w] for h in steps for w in steps]
 
 
+def tiny_model_config(cfg: TinyConfig, tokenizer):
+    """The LlavaOnevisionConfig of a checkpoint of these sizes whose tokenizer is ``tokenizer``."""
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    pins = grid_pinpoints(cfg.image_size)
+    return LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(
+            image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_hidden,
+            intermediate_size=cfg.vision_intermediate or 2 * cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
+            num_attention_heads=cfg.vision_heads, vision_use_head=False,
+        ),
+        text_config=Qwen2Config(
+            vocab_size=max(cfg.embedding_rows, len(tokenizer)), hidden_size=cfg.text_hidden,
+            intermediate_size=cfg.text_intermediate or 2 * cfg.text_hidden, num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_kv_heads,
+            max_position_embeddings=cfg.max_positions, tie_word_embeddings=cfg.tie_embeddings,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pins,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio=f"anyres_max_{cfg.anyres_max}",
+        tie_word_embeddings=cfg.tie_embeddings,
+    )
+
+
 def build_tiny_checkpoint(
-    out_dir: str | os.PathLike, config: TinyConfig | None = None, texts: Iterable[str] = ()
+    out_dir: str | os.PathLike, config: TinyConfig | None = None, texts: Iterable[str] = (),
+    device: str | None = None, dtype: str | None = None,
 ) -> str:
     """Build and ``save_pretrained`` a random tiny LLaVA-OneVision model + processor; returns the path.
 
-    ``texts`` also fit the tokenizer (see :func:`build_tokenizer`).
+    ``texts`` also fit the tokenizer (see :func:`build_tokenizer`). ``device`` is where the weights are
+    drawn (a GPU draws a 7B model in seconds) and ``dtype`` what they are saved in (default float32).
     """
     import json
 
     import torch
     from transformers import (
-        LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
         LlavaOnevisionVideoProcessor,
-        Qwen2Config,
-        SiglipVisionConfig,
     )
 
     cfg = config or TinyConfig()
@@ -156,28 +206,12 @@ def build_tiny_checkpoint(
         vision_aspect_ratio=f"anyres_max_{cfg.anyres_max}",
         chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
     )
-    model_config = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(
-            image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.vision_hidden,
-            intermediate_size=2 * cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
-            num_attention_heads=cfg.vision_heads, vision_use_head=False,
-        ),
-        text_config=Qwen2Config(
-            vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=2 * cfg.text_hidden,
-            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
-            num_key_value_heads=cfg.text_kv_heads, max_position_embeddings=4096, tie_word_embeddings=True,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_grid_pinpoints=pins,
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-        vision_aspect_ratio=f"anyres_max_{cfg.anyres_max}",
-        tie_word_embeddings=True,
-    )
+    model_config = tiny_model_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
-    model = LlavaOnevisionForConditionalGeneration(model_config)
+    with torch.device(device or "cpu"):
+        model = LlavaOnevisionForConditionalGeneration(model_config)
+    if dtype:
+        model.to(getattr(torch, dtype))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out = os.fspath(out_dir)
