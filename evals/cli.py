@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from evals.common import default_image_root
-from qsit.commands import add_model_args, expand_images, load_assessor, say
+from qsit.commands import add_model_args, add_views_arg, expand_images, load_assessor, say
 
 
 def cmd_iqa(args) -> int:
@@ -20,7 +20,7 @@ def cmd_iqa(args) -> int:
             raise ValueError(f"--set takes NAME=PATH, got {spec!r}")
         sets[name] = path
     summary = run_iqa(load_assessor(args), sets, args.images, args.out, trained_on=tuple(args.trained_on or ()),
-                      batch_size=args.batch_size, fit=args.fit, task=args.task)
+                      batch_size=args.batch_size, fit=args.fit, task=args.task, views=args.views)
     print((Path(args.out) / "iqa.md").read_text())
     for name, r in summary["sets"].items():
         if r.get("warning"):
@@ -129,6 +129,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--trained-on", nargs="*", help="set names the model was trained on (others are cross-set)")
     p.add_argument("--fit", choices=[f for f in FITS if f], help="map predictions by a logistic before PLCC")
     p.add_argument("--batch-size", type=int, default=8)
+    add_views_arg(p)
     add_model_args(p)
     p.set_defaults(func=cmd_iqa)
 

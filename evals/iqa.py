@@ -52,15 +52,17 @@ def load_iqa_list(path: str | Path) -> tuple[list[IQAItem], Path | None]:
 
 def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, out_dir: str | Path,
             trained_on: tuple[str, ...] = (), batch_size: int = 8, fit: str | None = None,
-            progress: bool = True, task: str = "quality") -> dict:
-    """Score every test set (resuming from the cache), correlate, plot, and write the tables."""
+            progress: bool = True, task: str = "quality", views: int = 1) -> dict:
+    """Score every test set (resuming from the cache), correlate, plot, and write the tables.
+    ``views`` > 1 scores each image as the mean over it and its flips (``Assessor.score``)."""
     out = Path(out_dir)
     cache = SampleCache(out / "iqa_cache.jsonl")
     results, samples = {}, []
     for name, path in test_sets.items():
         items, root = load_iqa_list(path)
         root = root or Path(image_root or default_image_root(path))
-        keys = [f"{assessor.cache_id}|{assessor.preset.version}|{task}|{name}|{it.img_path}" for it in items]
+        seen = f"|views{views}" if views > 1 else ""  # a view-averaged score is another number
+        keys = [f"{assessor.cache_id}|{assessor.preset.version}|{task}{seen}|{name}|{it.img_path}" for it in items]
         todo = [(k, it) for k, it in zip(keys, items, strict=True) if k not in cache]
         missing = []
         for start in range(0, len(todo), batch_size):
@@ -72,8 +74,8 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
                     ok.append((k, it, p))
                 else:
                     missing.append(it.img_path)
-            for (k, _it, _p), r in zip(ok, assessor.score([p for _, _, p in ok], task=task, batch_size=batch_size),
-                                       strict=True):
+            scores = assessor.score([p for _, _, p in ok], task=task, batch_size=batch_size, views=views)
+            for (k, _it, _p), r in zip(ok, scores, strict=True):
                 cache.put(k, r.to_dict())
         scored = [(it, cache.get(k)) for k, it in zip(keys, items, strict=True) if k in cache]
         pred = [s["score"] for _, s in scored]
@@ -88,7 +90,7 @@ def run_iqa(assessor, test_sets: dict[str, str], image_root: str | Path | None, 
         scatter_plot(pred, gt, results[name], out / f"iqa_scatter_{name}.png", title=name)
     avg = np.mean([(r["srcc"] + r["plcc"]) / 2 for r in results.values()])
     summary = {"sets": results, "average_srcc_plcc": float(avg), "model": assessor.model_id,
-               "prompt_version": assessor.preset.version, "task": task, "fit": fit}
+               "prompt_version": assessor.preset.version, "task": task, "fit": fit, "views": views}
     write_results(out, "iqa", summary, iqa_markdown(summary), samples)
     return summary
 
@@ -101,7 +103,9 @@ def iqa_markdown(summary: dict) -> str:
     row = f"| {summary['model']} | {cells} | {summary['average_srcc_plcc']:.3f} |"
     note = ("\nSRCC/PLCC per test set; † marks sets the model was not trained on (cross-set); "
             "avg is the mean of (SRCC+PLCC)/2, as in the paper. PLCC "
-            + (f"after a {summary['fit']} fit." if summary["fit"] else "on raw predictions (no fit).") + "\n")
+            + (f"after a {summary['fit']} fit." if summary["fit"] else "on raw predictions (no fit).")
+            + (f" Each score is the mean over {summary['views']} views (the image and its flips)."
+               if summary.get("views", 1) > 1 else "") + "\n")
     warnings = "".join(f"\n**Warning ({n}):** {r['warning']}.\n" for n, r in sets.items() if r.get("warning"))
     return "\n".join([head, sep, row]) + "\n" + note + warnings
 

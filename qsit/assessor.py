@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qsit import levels as L
-from qsit.images import LoadedImage, load_image
+from qsit.images import SCORING_FLIPS, LoadedImage, flipped, load_image
 from qsit.prompts import DEFAULT_PRESET, PromptPreset, ScoringPrompt, get_preset, user_turn
 
 
@@ -342,35 +342,45 @@ class Assessor:
         return last.index_select(-1, ids).float().cpu().numpy().astype(np.float64)
 
     def score(self, images: Iterable, task: str = "quality", batch_size: int = 8,
-              progress: bool = False) -> list[ScoreResult]:
-        """Score images (paths, bytes, PIL images): one result per image, in order."""
+              progress: bool = False, views: int = 1) -> list[ScoreResult]:
+        """Score images (paths, bytes, PIL images): one result per image, in order.
+
+        ``views`` > 1 averages the level probabilities over the image and its flips (``SCORING_FLIPS``:
+        mirrored, then upside down, then both), as IQA models average crops: steadier scores for
+        ``views`` times the work.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1 <= views <= len(SCORING_FLIPS):
+            raise ValueError(f"views must be 1 to {len(SCORING_FLIPS)}, got {views}")
         self.preset.scoring_prompt(task)  # an unknown task fails before any work
         from tqdm.auto import tqdm
 
         loaded = [self.load(im) for im in images]
-        batches = [loaded[i:i + batch_size] for i in range(0, len(loaded), batch_size)]
-        results: list[ScoreResult] = []
+        seen = [flipped(im, t) for im in loaded for t in SCORING_FLIPS[:views]]  # each image's views together
+        batches = [seen[i:i + batch_size] for i in range(0, len(seen), batch_size)]
+        probs = []
         # The processor (anyres resizing, tiling) prepares batch i+1 on a
         # worker thread while the model runs batch i.
         with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
-            total=len(loaded), desc=f"scoring {task}", unit="img", disable=not progress
+            total=len(seen), desc=f"scoring {task}", unit="img" if views == 1 else "view", disable=not progress
         ) as bar:
             pending = pool.submit(self._encode_scoring, batches[0], task) if batches else None
             for i, batch in enumerate(batches):
                 inputs = pending.result()
                 if i + 1 < len(batches):
                     pending = pool.submit(self._encode_scoring, batches[i + 1], task)
-                logits = self._next_token_logits(inputs, self.level_token_ids[task])
-                results.extend(self._results(batch, logits, task))
+                probs.append(L.level_probabilities(self._next_token_logits(inputs, self.level_token_ids[task])))
                 bar.update(len(batch))
-        return results
+        if not loaded:
+            return []
+        mean = np.concatenate(probs).reshape(len(loaded), views, -1).mean(axis=1)
+        return self._results(loaded, mean, task, (f"mean of {views} views (as is and flipped)",) if views > 1 else ())
 
-    def _results(self, batch: list[LoadedImage], logits: np.ndarray, task: str) -> list[ScoreResult]:
-        probs = L.level_probabilities(logits)
+    def _results(self, batch: list[LoadedImage], probs: np.ndarray, task: str,
+                 notes: tuple[str, ...] = ()) -> list[ScoreResult]:
         scores = probs @ L.default_weights(probs.shape[-1])
         spreads = L.opinion_spread(probs)
         names = L.LEVELS  # canonical names, whatever casing the preset's words use
@@ -382,7 +392,7 @@ class Assessor:
                 probabilities={n: float(x) for n, x in zip(names, p, strict=True)},
                 spread=float(sd),
                 task=task,
-                notes=(*self.notes, *im.notes),
+                notes=(*self.notes, *im.notes, *notes),
             )
             for im, p, s, sd in zip(batch, probs, scores, np.atleast_1d(spreads), strict=True)
         ]

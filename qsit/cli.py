@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from qsit.assessor import MODEL_ENV
-from qsit.commands import CLIError, add_model_args, expand_images, load_assessor
+from qsit.commands import CLIError, add_model_args, add_views_arg, expand_images, load_assessor
 from qsit.levels import LEVELS
 
 
@@ -103,7 +103,7 @@ def cmd_score(args) -> int:
                 except ImageLoadError as e:
                     rows[str(path)] = {"path": str(path), "error": str(e)}
                     n_errors += 1
-            for r in assessor.score(loaded, task=args.task, batch_size=args.batch_size):
+            for r in assessor.score(loaded, task=args.task, batch_size=args.batch_size, views=args.views):
                 rows[r.image] = {
                     "path": r.image, "score": f"{r.score:.6f}", "level": r.level,
                     **{f"p_{k}": f"{v:.6f}" for k, v in r.probabilities.items()},
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--retry-errors", action="store_true",
                    help="score again the images whose rows hold an error (e.g. a file fixed since)")
+    add_views_arg(p)
     add_model_args(p)
     p.set_defaults(func=cmd_score)
 

@@ -37,6 +37,13 @@ def add_model_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with the checkpoint")
 
 
+def add_views_arg(p: argparse.ArgumentParser) -> None:
+    """``--views``: scores averaged over the image and its flips (``Assessor.score(views=)``)."""
+    p.add_argument("--views", type=int, choices=range(1, 5), default=1, metavar="{1,2,3,4}",
+                   help="average each score over the image and its flips: 2 adds the mirror image, 4 the "
+                        "upside-down views too (default 1; N times the work)")
+
+
 def load_assessor(args):
     """The Assessor the model arguments name; an unknown --task is refused before any work."""
     from qsit.assessor import Assessor

@@ -134,6 +134,20 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     return img.convert("RGB"), f"{mode} converted to RGB"
 
 
+SCORING_FLIPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
+"""The views a scoring image may be seen in: as it is, mirrored, upside down, both. Label-exact for
+qsit's pseudo-MOS (an SSIM against the pristine crop, which flips with it); no quarter turns, which
+would make a landscape image a portrait one and so change its anyres grid. Training draws scoring
+records in them (``train.flip_scoring_images``); ``Assessor.score(views=N)`` averages the first N."""
+
+
+def flipped(loaded: LoadedImage, transpose: Image.Transpose | None) -> LoadedImage:
+    """``loaded`` seen in one of ``SCORING_FLIPS`` (itself for None)."""
+    if transpose is None:
+        return loaded
+    return LoadedImage(loaded.image.transpose(transpose), loaded.name, loaded.notes)
+
+
 def grey(rgb: np.ndarray) -> np.ndarray:
     """An (H, W, 3) image in grey: its channel mean in every channel. That mean is the luminance
     qsit's pseudo-MOS compares, so a damaged image and its grey view share their label."""

@@ -19,15 +19,10 @@ import torch
 from PIL import Image
 
 from qsit.conversation import segments
-from qsit.images import grey_image, load_image
+from qsit.images import SCORING_FLIPS, grey_image, load_image
 from qsit.records import IMAGE_MARKER, SCORING, Record
 
 IGNORE_INDEX = -100
-
-SCORING_FLIPS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
-"""The views a scoring image may be drawn in: as it is, mirrored, upside down, both. Label-exact for
-qsit's pseudo-MOS (an SSIM against the pristine crop, which flips with it); no quarter turns, which
-would make a landscape image a portrait one and so change its anyres grid."""
 
 
 @dataclass

@@ -175,7 +175,7 @@ class TrainSettings:
     ``meta.mos`` and the range its source levelled with (a D1 build's ``manifest.json``)."""
     flip_scoring_images: bool = False
     """Draw each scoring record's image as it is, mirrored, upside down or both, at random each time it
-    is drawn (``qsit.tokenization.SCORING_FLIPS``): more views of the same photos for the score, with the
+    is drawn (``qsit.images.SCORING_FLIPS``): more views of the same photos for the score, with the
     label unchanged where the score is a full-reference one against a pristine image that would flip
     with it, as qsit's pseudo-MOS is. Other kinds are never flipped: their answers may say where."""
     grey_scoring_images: float = 0.0

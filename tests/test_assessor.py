@@ -135,6 +135,26 @@ def test_batch_size_does_not_change_results(assessor):
         assessor.score(ims, batch_size=0)
 
 
+def test_views_average_the_probabilities_of_the_image_and_its_flips(assessor):
+    from PIL import Image
+
+    ims = images()[:3]
+    one = assessor.score(ims)
+    four = assessor.score(ims, views=4, batch_size=5)  # a batch boundary inside an image's views
+    flips = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
+    for im, r1, r4 in zip(ims, one, four, strict=True):
+        each = [assessor.score([im if t is None else im.transpose(t)])[0] for t in flips]
+        mean = np.mean([list(r.probabilities.values()) for r in each], axis=0)
+        np.testing.assert_allclose(list(r4.probabilities.values()), mean, atol=1e-5)
+        assert r4.score == pytest.approx(float(mean @ np.arange(1, 6)), abs=1e-5)
+        assert r4.score != pytest.approx(r1.score, abs=1e-4)  # the flips are other inputs to this model
+        assert r4.image == r1.image and any("4 views" in n for n in r4.notes)
+    assert not any("views" in n for n in one[0].notes)
+    assert assessor.score([], views=2) == []
+    with pytest.raises(ValueError, match="views"):
+        assessor.score(ims, views=5)
+
+
 def test_aesthetics_task_uses_its_own_prompt(assessor):
     im = noise_image(60, 60)
     q = assessor.score([im], task="quality")[0]

@@ -225,6 +225,16 @@ def test_iqa_runs_resumes_and_writes_tables(assessor, tiny_bench):
     assert load_iqa_list(tiny_bench / "iqa.json")[0][2].gt == 2.0
 
 
+def test_iqa_with_views_scores_anew_and_says_so(assessor, tiny_bench):
+    out = tiny_bench / "out-views"
+    run_iqa(assessor, {"mini": str(tiny_bench / "iqa.json")}, tiny_bench, out, progress=False)
+    s = run_iqa(assessor, {"mini": str(tiny_bench / "iqa.json")}, tiny_bench, out, progress=False, views=2)
+    assert s["views"] == 2 and "mean over 2 views" in (out / "iqa.md").read_text()
+    samples = [json.loads(x) for x in (out / "iqa_samples.jsonl").read_text().splitlines()]
+    want = assessor.score([tiny_bench / "img0.png"], views=2)[0].score
+    assert samples[0]["score"] == pytest.approx(want, abs=1e-6)  # not the single view cached before
+
+
 def test_iqa_cache_follows_the_weights_not_the_spelling_of_the_path(tiny_checkpoint, tiny_bench, tmp_path,
                                                                     monkeypatch):
     import shutil
