@@ -147,6 +147,19 @@ def test_score_refuses_to_append_to_a_foreign_csv(capsys, tmp_path, tiny_checkpo
     assert out.read_text() == "a,b\n1,2\n"
 
 
+def test_score_with_views_writes_the_view_mean_and_says_so(capsys, tmp_path, tiny_checkpoint, photo):
+    from qsit.assessor import Assessor
+
+    out = tmp_path / "views.csv"
+    code, _, _ = run(capsys, "score", photo, "--model", tiny_checkpoint, "--out", out, "--views", "2")
+    [row] = list(csv.DictReader(out.open()))
+    assert code == 0 and "mean of 2 views" in row["notes"]
+    want = Assessor.from_pretrained(tiny_checkpoint).score([photo], views=2)[0].score
+    assert float(row["score"]) == pytest.approx(want, abs=1e-5)
+    with pytest.raises(SystemExit):
+        main(["score", str(photo), "--out", str(tmp_path / "x.csv"), "--views", "5"])
+
+
 def test_misspelled_flags_are_errors(capsys):
     with pytest.raises(SystemExit) as e:
         main(["score", "x.jpg", "--out", "s.csv", "--batchsize", "4"])
