@@ -67,9 +67,11 @@ def _run_mode(mode, model, preset, device, dtype, n_images, batch_size, threads,
     import torch
 
     from qsit.assessor import Assessor
+    from qsit.cli import quiet_libraries
     from qsit.levels import level_probabilities
     from qsit.reference import reference_level_logits
 
+    quiet_libraries()
     torch.set_num_threads(threads)
     a = Assessor.from_pretrained(model, device=device, dtype=dtype, preset=preset)
     images = [a.load(im) for im in bench_images(n_images)]
@@ -125,7 +127,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default="bench/results/score_throughput.json")
     args = parser.parse_args(argv)
+    from qsit.cli import quiet_libraries
 
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
             from qsit.tiny import build_tiny_checkpoint
@@ -159,7 +163,7 @@ def main(argv=None):
     print(f"model: {model_name} · {args.images} images · batch {args.batch_size} · {summary['machine']}")
     print("| mode | images/s | peak memory (MiB) |\n|---|---|---|")
     for name, r in (("published loop (generate, 1 image)", ref), (f"qsit Assessor.score (batch {args.batch_size})", ours)):
-        print(f"| {name} | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} ({r['peak_kind']}) |")
+        print(f"| {name} | {r['images_per_s']:.3g} | {r['peak_mib']:.0f} ({r['peak_kind']}) |")
     print(f"speed-up ×{summary['speedup']:.2f}; max |Δ score| = {score_diff:.2e}, max |Δ probability| = {diff:.2e}")
 
 

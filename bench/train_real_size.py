@@ -60,6 +60,10 @@ def write_corpus(folder: Path, n: int, preset: str) -> None:
     write_jsonl(records, folder / "records.jsonl")
 
 
+def count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
+
+
 def main(argv=None):
     import torch
 
@@ -77,7 +81,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=8, help="timed steps, after two warm-up steps")
     parser.add_argument("--out", default="bench/results/train_real_size.json")
     args = parser.parse_args(argv)
+    from qsit.cli import quiet_libraries
 
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,8 +140,8 @@ def main(argv=None):
     peak = f"{summary['peak_gib']:.1f}" if summary["peak_gib"] is not None else "–"
     print("| size | training | batch | params (trainable) | s/step | real tokens/s | tokens/record | peak GiB |\n"
           "|---|---|---|---|---|---|---|---|")
-    print(f"| {args.size} | {'LoRA' if args.lora else 'full'} | {summary['batch_size']} | {total / 1e9:.2f}B "
-          f"({trainable / 1e6:.0f}M) | {summary['seconds_per_step']:.2f} | {summary['real_tokens_per_s']:,.0f} | "
+    print(f"| {args.size} | {'LoRA' if args.lora else 'full'} | {summary['batch_size']} | {count(total)} "
+          f"({count(trainable)}) | {summary['seconds_per_step']:.2f} | {summary['real_tokens_per_s']:,.0f} | "
           f"{summary['tokens_per_record']:.0f} | {peak} |")
 
 
