@@ -210,8 +210,8 @@ def build_tiny_checkpoint(
     torch.manual_seed(cfg.seed)
     with torch.device(device or "cpu"):
         model = LlavaOnevisionForConditionalGeneration(model_config)
-    if dtype:
-        model.to(getattr(torch, dtype))
+    if dtype:  # "bfloat16" or the short names qsit's --dtype takes
+        model.to(getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out = os.fspath(out_dir)
