@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qsit.model_info import describe_training, run_finished, write_model_info
+from qsit.model_info import describe_training, read_model_info, run_finished, write_model_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -361,6 +361,7 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     Returns the final checkpoint, the last held-out metrics and the number of steps.
     """
     import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
@@ -389,6 +390,9 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     train_sampler = tile_sampler(pc, train_photos, tile, names, ip.image_mean, ip.image_std, patch)
     val_sampler = tile_sampler(pc, val_photos, tile, names, ip.image_mean, ip.image_std, patch) if val_photos else None
     params = [p for p in tower.parameters()] + list(heads.parameters())
+    trained = torch.nn.ModuleDict({"tower": tower, "heads": heads})
+    ema = (AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(pc.ema_decay), use_buffers=True)
+           if pc.ema_decay else None)
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=int(0.03 * pc.steps),
                               num_training_steps=pc.steps)
@@ -400,12 +404,15 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         heads.load_state_dict(saved["heads"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if ema is not None and saved.get("ema") is not None:
+            ema.load_state_dict(saved["ema"])
         state = saved["state"]
         if state["step"] >= pc.steps and run_finished(recipe.out):
             # Rewriting the weights of a finished stage would only make every evaluation cache miss.
             print(f"qsit: {recipe.out} has finished all {pc.steps} steps; its model is kept as it is",
                   file=sys.stderr)
-            return recipe.out / "final", state["val"][-1][1] if state["val"] else None, state["step"]
+            shipped = (read_model_info(recipe.out / "final") or {}).get("run", {}).get("val")  # the average's, if any
+            return recipe.out / "final", shipped, state["step"]
         print(f"qsit: resuming the perception stage at step {state['step']}", file=sys.stderr)
     recipe._log("perception_data", train_photos=[str(p) for p in train_photos],
                 val_photos=[str(p) for p in val_photos], distortions=names, tile=tile)
@@ -429,6 +436,8 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(trained)
         state["step"] += 1
         state["losses"].append([state["step"], {k: float(v.detach()) for k, v in parts.items()}])
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
@@ -441,27 +450,46 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
             bar.write(f"perception step {state['step']}: held-out photos " +
                       ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         if state["step"] % pc.save_every == 0 or last:
-            save_state(ckpt, tower, heads, optimizer, scheduler, state)
+            save_state(ckpt, tower, heads, optimizer, scheduler, state, ema)
     bar.close()
     recipe._log("perception_done", steps=state["step"], seconds=round(time.perf_counter() - t0, 1))
     plot_perception(state, recipe.out / "perception.png")
+    val = state["val"][-1][1] if state["val"] else None
+    if ema is not None:  # the last step's model beside the average that ships
+        save_perception_model(recipe, recipe.out / "final-last", heads, describe_training(
+            cfg, steps=state["step"], distortions=names, val=val, weights="the last step's"))
+        trained.load_state_dict(ema.module.state_dict())
+        if val_batches:
+            val = evaluate(tower, heads, val_batches, n_classes)
+            recipe._log("perception_val_ema", step=state["step"], **val)
+            print("qsit: perception, the weights' moving average: held-out photos " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in val.items()), file=sys.stderr)
     final = recipe.out / "final"
-    model.save_pretrained(final)
-    recipe.processor.save_pretrained(final)
-    torch.save(heads.state_dict(), final / "perception_heads.pt")
-    write_model_info(final, describe_training(
-        cfg, steps=state["step"], distortions=names, val=state["val"][-1][1] if state["val"] else None))
-    return final, state["val"][-1][1] if state["val"] else None, state["step"]
+    save_perception_model(recipe, final, heads, describe_training(
+        cfg, steps=state["step"], distortions=names, val=val,
+        weights=f"moving average, decay {pc.ema_decay}" if ema is not None else "the last step's"))
+    return final, val, state["step"]
 
 
-def save_state(ckpt: Path, tower, heads, optimizer, scheduler, state: dict) -> None:
+def save_perception_model(recipe, folder: Path, heads, info: dict) -> None:
+    """A plain checkpoint of the model (tower trained, the rest as built) with the stage's heads."""
+    import torch
+
+    recipe.model.save_pretrained(folder)
+    recipe.processor.save_pretrained(folder)
+    torch.save(heads.state_dict(), folder / "perception_heads.pt")
+    write_model_info(folder, info)
+
+
+def save_state(ckpt: Path, tower, heads, optimizer, scheduler, state: dict, ema=None) -> None:
     """The stage's resumable state, written atomically (an interruption mid-write keeps the last one)."""
     import torch
 
     tmp = ckpt.with_suffix(".tmp")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state}, tmp)
+                "scheduler": scheduler.state_dict(), "state": state,
+                "ema": ema.state_dict() if ema is not None else None}, tmp)
     os.replace(tmp, ckpt)
 
 

@@ -142,6 +142,10 @@ class PerceptionConfig:
     """Share of drawn windows seen in grey (before the damage): colour then cannot stand for quality.
     Many damages (fog, contrast, exposure, snow) wash colour out, so a tower shown only colourful
     clean photos learns that grey means damaged and scores clean grey photos low."""
+    ema_decay: float | None = None
+    """Set (e.g. 0.999): the stage ships an exponential moving average of the tower's and heads' weights
+    over its steps instead of the last step's (``torch.optim.swa_utils``), and keeps the last step's
+    model beside it in ``final-last`` to compare."""
 
 
 @dataclass
@@ -363,6 +367,8 @@ def check(cfg: TrainConfig) -> None:
             raise ConfigError(f"perception.local_mos_weight must be >= 0, got {p.local_mos_weight}")
         if not 0 <= p.grey_fraction <= 1:
             raise ConfigError(f"perception.grey_fraction must be in [0, 1], got {p.grey_fraction}")
+        if p.ema_decay is not None and not 0 < p.ema_decay < 1:
+            raise ConfigError(f"perception.ema_decay must be in (0, 1), got {p.ema_decay}")
         if p.ranking_weight < 0 or (p.ranking_weight > 0 and p.batch_size % 2):
             raise ConfigError("perception.ranking_weight must be >= 0, and > 0 needs an even batch_size (pairs), "
                               f"got {p.ranking_weight} with batch_size {p.batch_size}")

@@ -323,3 +323,28 @@ def test_stage_learns_a_quality_map_from_every_patch(small_corpus, tmp_path):
     assert all(t.local.mean() < 100 for t in tiles if t.severity >= 3)
     with pytest.raises(ConfigError, match="local_mos_weight"):
         validate(stage1(small_corpus, tmp_path / "q", "perception.local_mos_weight=-1"))
+
+
+def test_the_stage_can_ship_its_weights_moving_average_and_resumes_it(small_corpus, tmp_path, monkeypatch):
+    from transformers import LlavaOnevisionForConditionalGeneration as Model
+
+    args = ("perception.steps=20", "perception.save_every=10", "perception.ema_decay=0.8")
+    whole = run(stage1(small_corpus, tmp_path / "whole", *args), progress=False)
+    with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, perception, "save_state"):
+        run(stage1(small_corpus, tmp_path / "cut", *args), progress=False)
+    resumed = run(stage1(small_corpus, tmp_path / "cut", *args), progress=False)
+
+    def tower(folder):
+        return Model.from_pretrained(folder).model.vision_tower.state_dict()
+
+    average, last = tower(whole.final), tower(tmp_path / "whole" / "final-last")
+    assert any(not torch.equal(average[k], last[k]) for k in average)  # the average is not the last step
+    again = tower(resumed.final)
+    for k in average:  # the average survives an interruption
+        torch.testing.assert_close(again[k], average[k], atol=1e-5, rtol=1e-4)
+    info = json.loads((whole.final / "qsit_model.json").read_text())["run"]
+    assert "moving average" in info["weights"] and info["val"] == whole.perception
+    assert "last step" in json.loads((tmp_path / "whole" / "final-last" / "qsit_model.json").read_text())["run"]["weights"]
+    assert run(stage1(small_corpus, tmp_path / "whole", *args), progress=False).perception == whole.perception
+    with pytest.raises(ConfigError, match="ema_decay"):
+        validate(stage1(small_corpus, tmp_path / "bad", "perception.ema_decay=1.0"))
