@@ -139,6 +139,19 @@ def continuation_token_ids(tokenizer, prefix: str, words) -> list[int]:
     return ids
 
 
+def views_note(views: int) -> str:
+    """The note a score averaged over ``views`` views carries (``Assessor.score(views=)``)."""
+    return f"mean of {views} views (as is and flipped)"
+
+
+def views_in_notes(notes: str) -> int:
+    """How many views a score was averaged over, read from its notes (1 when they name none)."""
+    import re
+
+    found = re.search(r"mean of (\d+) views", notes)
+    return int(found.group(1)) if found else 1
+
+
 def scoring_prefix(tokenizer, prompt: ScoringPrompt) -> str:
     """The answer prefix the level word follows, as the model must be shown it.
 
@@ -377,7 +390,7 @@ class Assessor:
         if not loaded:
             return []
         mean = np.concatenate(probs).reshape(len(loaded), views, -1).mean(axis=1)
-        return self._results(loaded, mean, task, (f"mean of {views} views (as is and flipped)",) if views > 1 else ())
+        return self._results(loaded, mean, task, (views_note(views),) if views > 1 else ())
 
     def _results(self, batch: list[LoadedImage], probs: np.ndarray, task: str,
                  notes: tuple[str, ...] = ()) -> list[ScoreResult]:

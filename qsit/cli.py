@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from qsit.assessor import MODEL_ENV
+from qsit.assessor import MODEL_ENV, views_in_notes
 from qsit.commands import CLIError, add_model_args, add_views_arg, expand_images, load_assessor
 from qsit.levels import LEVELS
 
@@ -79,6 +79,10 @@ def cmd_score(args) -> int:
         drop_error_rows(out, rows)
         rows = [r for r in rows if not r["error"]]
         print(f"qsit: retrying {len(errors)} image(s) that failed before", file=sys.stderr)
+    written = {views_in_notes(r["notes"]) for r in rows if not r["error"]}
+    if written and written != {args.views}:  # one file, one kind of score
+        raise CLIError(f"{out} holds scores over {', '.join(map(str, sorted(written)))} view(s); pass --views "
+                       f"{min(written)} to add to it, or choose another --out")
     done = {r["path"] for r in rows}
     todo = [p for p in paths if str(p) not in done]
     if not todo:

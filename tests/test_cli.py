@@ -158,6 +158,10 @@ def test_score_with_views_writes_the_view_mean_and_says_so(capsys, tmp_path, tin
     assert float(row["score"]) == pytest.approx(want, abs=1e-5)
     with pytest.raises(SystemExit):
         main(["score", str(photo), "--out", str(tmp_path / "x.csv"), "--views", "5"])
+    # Adding single-view scores to a file of two-view ones would mix two kinds of number.
+    before = out.read_text()
+    code, _, err = run(capsys, "score", photo, tmp_path, "--model", tiny_checkpoint, "--out", out)
+    assert code == 2 and "--views 2" in err and out.read_text() == before
 
 
 def test_misspelled_flags_are_errors(capsys):
