@@ -24,26 +24,21 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
 import numpy as np
+
+from qsit.tiny import REAL_SHAPES, TinyConfig
 
 # "tiny" is the test checkpoint (~1M parameters; image preprocessing dominates);
 # "small" (~8M) gives the model a share of the time closer to real checkpoints;
 # "0.5b" and "7b" are random models of the published checkpoints' shapes (qsit.tiny.REAL_SHAPES).
 SIZES = {
-    "tiny": {},
-    "small": {"image_size": 64, "vision_hidden": 128, "vision_layers": 4, "text_hidden": 256,
-              "text_layers": 4, "text_heads": 4, "text_kv_heads": 2},
-    "0.5b": "0.5b",
-    "7b": "7b",
+    "tiny": TinyConfig(),
+    "small": TinyConfig(image_size=64, vision_hidden=128, vision_layers=4, text_hidden=256, text_layers=4,
+                        text_heads=4, text_kv_heads=2),
+    **REAL_SHAPES,
 }
-
-
-def tiny_config(size: str):
-    from qsit.tiny import REAL_SHAPES, TinyConfig
-
-    shape = SIZES[size]
-    return REAL_SHAPES[shape] if isinstance(shape, str) else TinyConfig(**shape)
 
 
 def bench_images(n: int, seed: int = 0):
@@ -136,9 +131,9 @@ def main(argv=None):
 
             # Drawn where it will run, and saved in the dtype it runs in: a 7B model in float32 on a
             # CPU takes minutes to draw and 30 GB to save.
-            args.model = build_tiny_checkpoint(os.path.join(tmp, args.size), tiny_config(args.size),
+            args.model = build_tiny_checkpoint(os.path.join(tmp, args.size), SIZES[args.size],
                                                device=args.device, dtype=args.dtype)
-            model_name = f"random {args.size} LLaVA-OneVision ({SIZES[args.size] or 'TinyConfig defaults'})"
+            model_name = f"random {args.size} LLaVA-OneVision ({asdict(SIZES[args.size])})"
         else:
             model_name = args.model
         ref = measure("reference", args)

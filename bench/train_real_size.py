@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from score_throughput import SIZES, bench_images, tiny_config
+from score_throughput import SIZES, bench_images
 
 # A description of the length Q-Instruct's answers have (about 60 words), for the interpreting records.
 DESCRIPTION = (
@@ -88,7 +88,7 @@ def main(argv=None):
         tmp = Path(tmp)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         t0 = time.perf_counter()
-        model = args.model or build_tiny_checkpoint(tmp / "model", tiny_config(args.size), device=device,
+        model = args.model or build_tiny_checkpoint(tmp / "model", SIZES[args.size], device=device,
                                                     dtype="bfloat16" if device == "cuda" else None)
         drawn_s = time.perf_counter() - t0
         overrides = [f"model={model}", f"output_dir={tmp / 'run'}", f"data.sources=[{{path: {tmp / 'corpus'}}}]",
