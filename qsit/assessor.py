@@ -8,6 +8,7 @@ re-implement any of those.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -139,16 +140,18 @@ def continuation_token_ids(tokenizer, prefix: str, words) -> list[int]:
     return ids
 
 
+VIEWS_NOTE = "mean of {} views (as is and flipped)"
+"""The note a score averaged over several views carries (``Assessor.score(views=)``); written and read
+back from one pattern, so a scores CSV can tell which kind of score it holds."""
+
+
 def views_note(views: int) -> str:
-    """The note a score averaged over ``views`` views carries (``Assessor.score(views=)``)."""
-    return f"mean of {views} views (as is and flipped)"
+    return VIEWS_NOTE.format(views)
 
 
 def views_in_notes(notes: str) -> int:
     """How many views a score was averaged over, read from its notes (1 when they name none)."""
-    import re
-
-    found = re.search(r"mean of (\d+) views", notes)
+    found = re.search(re.escape(VIEWS_NOTE).replace(r"\{\}", r"(\d+)"), notes)
     return int(found.group(1)) if found else 1
 
 

@@ -389,8 +389,8 @@ def train_perception(recipe) -> tuple[Path, dict | None, int]:
     patch = tower.config.patch_size
     train_sampler = tile_sampler(pc, train_photos, tile, names, ip.image_mean, ip.image_std, patch)
     val_sampler = tile_sampler(pc, val_photos, tile, names, ip.image_mean, ip.image_std, patch) if val_photos else None
-    params = [p for p in tower.parameters()] + list(heads.parameters())
     trained = torch.nn.ModuleDict({"tower": tower, "heads": heads})
+    params = list(trained.parameters())  # the tower's, then the heads': the order saved optimizer states hold
     ema = (AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(pc.ema_decay), use_buffers=True)
            if pc.ema_decay else None)
     optimizer = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.01)
