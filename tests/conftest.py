@@ -100,3 +100,15 @@ def small_corpus(tmp_path_factory):
     build_synthetic(out, SyntheticConfig(size=48, crops_per_photo=1, ladders_per_crop=1, train_scenes=2,
                                          test_scenes=1, seed=1), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_weights(tmp_path_factory):
+    """A MobileNetV2 state dict of torchvision's own layout (random weights: no download here)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "mobilenet_v2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    return path

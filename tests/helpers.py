@@ -1,6 +1,8 @@
 """Small helpers shared by tests."""
 
 import contextlib
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -31,3 +33,11 @@ def interrupt_after_first(monkeypatch, owner, name: str, when=lambda *args: True
         yield
     finally:
         monkeypatch.setattr(owner, name, original)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

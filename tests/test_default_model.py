@@ -9,6 +9,7 @@ import pytest
 
 from qsit.assessor import DEFAULT_MODEL_DIR, resolve_model
 from qsit.cli import main
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = DEFAULT_MODEL_DIR / "figures.json"
@@ -97,14 +98,7 @@ def test_a_normal_run_shows_no_library_loading_bars(capsys, monkeypatch):
 
 
 def evaluation_script():
-    """``scripts/evaluate_default_model.py`` as a module (scripts are not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_default_model",
-                                                  ROOT / "scripts" / "evaluate_default_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("evaluate_default_model")
 
 
 def test_the_check_on_a_folder_of_unseen_photos(default_assessor, tmp_path):

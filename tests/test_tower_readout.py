@@ -1,21 +1,17 @@
 """scripts/probe_tower_readout.py: read-outs of a frozen tower's features, end to end on a small corpus."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "probe_tower_readout.py"
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_tower_readout", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_tower_readout")
 
 
 def test_photo_and_damage_come_from_the_corpus_layout(probe):
@@ -73,18 +69,6 @@ def test_severity_is_ordered_within_ladders_and_across_images(probe):
 
 def test_a_constant_read_out_has_no_correlation(probe):
     assert probe.correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"srcc": None, "plcc": None, "mean": None}
-
-
-@pytest.fixture(scope="module")
-def teacher_weights(tmp_path_factory):
-    """A MobileNetV2 state dict of torchvision's own layout (random weights: no download here)."""
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "mobilenet_v2.pth"
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
-    return path
 
 
 def test_teacher_features_pool_the_early_blocks(probe, teacher_weights):
