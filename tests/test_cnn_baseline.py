@@ -41,3 +41,4 @@ def test_fine_tunes_and_scores_each_epoch(baseline, small_corpus, teacher_weight
     assert json.loads((tmp_path / "log.json").read_text()) == result
     predictions = np.load(tmp_path / "test_predictions_epoch2.npy")
     assert predictions.shape == (result["images"]["test"],) and np.isfinite(predictions).all()
+    assert (tmp_path / "curve.png").stat().st_size > 0
