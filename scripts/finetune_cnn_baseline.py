@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     shapes = [tuple(x.shape) for x in images]
     steps = args.epochs * len(same_size_batches(shapes, args.batch_size, None))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps,
-                                                   pct_start=min(0.1, 1 - 1 / steps) if steps > 1 else 0.5)
+    # a tenth of the steps warm up, at least two: OneCycleLR divides by zero when warm-up is one step
+    warmup = max(0.1, 2 / steps) if steps > 2 else 0.3
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=warmup)
 
     @torch.no_grad()
     def predict(name: str) -> np.ndarray:
