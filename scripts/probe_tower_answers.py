@@ -15,9 +15,9 @@ from the anyres tiles of each image (the base tile is the whole image shrunk, no
 - "How is the overall quality / how severe is X?": the level of the tiles' mean pseudo-MOS (the
   corpus's severity words follow the level), the nearest listed option.
 
-What the heads get right is what the tower knows of each question, read by a linear layer; a
-language model that read the tower and the list perfectly would answer at least as well. Writes
-``answers.json`` (right / asked, by kind, for each question set given).
+What the heads get right is what a linear layer reads of each question from the tower's features —
+the evidence a language model on the same tower has to answer from, set against the list it is
+given. Writes ``answers.json`` (right / asked, by kind, for each question set given).
 """
 
 from __future__ import annotations
