@@ -30,16 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from data_builders.d2 import SEVERITY_WORDS
-from qsit.levels import LEVELS
+from qsit.levels import LEVELS, level_thresholds
 
 YES_AT = 0.5
 """"Yes" when the asked damage is at least this fraction as likely as the likeliest damage …"""
 CLEAN_AT = 0.9
-"""… unless the tiles find no damage at least this likely (rules chosen on the dev set's questions)."""
+"""… and the tiles' 'none' is below this (both rules chosen on the dev set's questions)."""
 PART_MARGIN = 0.15
 """How much more damaged (share of tiles' damage probability) a half must look than the other half."""
-LEVEL_BOUNDS = (20.0, 40.0, 60.0, 80.0)
-"""The corpus's pseudo-MOS level boundaries (eq. 1 on 0..100)."""
 HALVES = {"top part": (0, 0), "bottom part": (0, 1), "left part": (1, 0), "right part": (1, 1)}
 """part -> (axis of the tile grid, which half)."""
 
@@ -89,13 +87,13 @@ def damaged_part(tile_probs: np.ndarray, grid: tuple[int, int], options: list[st
 
 
 def level_index(mos: float) -> int:
-    """0 (bad) .. 4 (excellent) of a pseudo-MOS on 0..100."""
-    return int(np.searchsorted(LEVEL_BOUNDS, mos, side="left"))
+    """0 (bad) .. 4 (excellent) of a pseudo-MOS on the corpus's 0..100 (eq. 1)."""
+    return int(np.searchsorted(level_thresholds(0.0, 100.0), mos, side="left"))
 
 
-def nearest_option(options: list[str], scale: tuple[str, ...], index: int) -> str:
+def nearest_option(options: list[str], scale: tuple[str, ...], index: int) -> str | None:
     known = [o for o in options if o.lower() in scale]
-    return min(known, key=lambda o: abs(scale.index(o.lower()) - index))
+    return min(known, key=lambda o: abs(scale.index(o.lower()) - index)) if known else None
 
 
 def answer(question: dict, tile_probs: np.ndarray, tile_mos: np.ndarray, grid: tuple[int, int],
