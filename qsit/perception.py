@@ -291,6 +291,9 @@ def severity_of(out: dict, distortion):
     return sev if sev.dim() == 1 else sev.gather(1, distortion[:, None]).squeeze(1)
 
 
+HEADS_FILE = "perception_heads.pt"
+"""The perception stage's heads, saved beside its final checkpoint."""
+
 RANK_MARGIN = 0.05
 """How far (in pseudo-MOS / 100) the lighter tile of a pair must score above the heavier."""
 
@@ -477,8 +480,24 @@ def save_perception_model(recipe, folder: Path, heads, info: dict) -> None:
 
     recipe.model.save_pretrained(folder)
     recipe.processor.save_pretrained(folder)
-    torch.save(heads.state_dict(), folder / "perception_heads.pt")
+    torch.save(heads.state_dict(), folder / HEADS_FILE)
     write_model_info(folder, info)
+
+
+def load_perception_heads(folder: Path, hidden: int):
+    """The heads ``save_perception_model`` wrote beside a checkpoint, and the distortion keys of their
+    classes in the order trained (the last class, beyond them, is 'none')."""
+    import torch
+
+    info = read_model_info(folder) or {}
+    names = (info.get("run") or {}).get("distortions")
+    pc = (info.get("config") or {}).get("perception") or {}
+    if not names:
+        raise FileNotFoundError(f"{folder}: its model info names no distortions (not a perception checkpoint)")
+    heads = perception_heads(hidden, len(names) + 1, bool(pc.get("severity_per_distortion")),
+                             (pc.get("local_mos_weight") or 0) > 0)
+    heads.load_state_dict(torch.load(folder / HEADS_FILE, map_location="cpu"))
+    return heads, names
 
 
 def save_state(ckpt: Path, tower, heads, optimizer, scheduler, state: dict, ema=None) -> None:

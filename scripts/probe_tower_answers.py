@@ -135,21 +135,15 @@ class Heads:
     """A perception checkpoint's tower and heads, read tile by tile."""
 
     def __init__(self, checkpoint: Path):
-        import torch
-
         from data_builders.distortions import DISTORTIONS
         from qsit import Assessor
-        from qsit.perception import perception_heads
+        from qsit.perception import HEADS_FILE, load_perception_heads
 
-        heads_file = checkpoint / "perception_heads.pt"
-        if not heads_file.is_file():
-            raise SystemExit(f"{checkpoint}: no perception_heads.pt (give the perception stage's final checkpoint)")
+        if not (checkpoint / HEADS_FILE).is_file():
+            raise SystemExit(f"{checkpoint}: no {HEADS_FILE} (give the perception stage's final checkpoint)")
         self.assessor = Assessor.from_pretrained(str(checkpoint))
         self.tower = self.assessor.model.model.vision_tower.eval()
-        info = json.loads((checkpoint / "qsit_model.json").read_text())
-        names = (info.get("config", {}).get("perception") or {}).get("distortions") or list(DISTORTIONS)
-        self.heads = perception_heads(self.tower.config.hidden_size, len(names) + 1)
-        self.heads.load_state_dict(torch.load(heads_file, map_location="cpu"))
+        self.heads, names = load_perception_heads(checkpoint, self.tower.config.hidden_size)
         self.index_of = {DISTORTIONS[k].name: i for i, k in enumerate(names)}
         ip = self.assessor.processor.image_processor
         self.pinpoints, self.tile = ip.image_grid_pinpoints, ip.size["height"]
